@@ -1,0 +1,166 @@
+/// Path parameters captured by a route pattern such as `/users/{id}`.
+public struct Parameters: Sendable {
+    private var values: [(name: String, value: String)] = []
+
+    public init() {}
+
+    mutating func append(_ name: String, _ value: String) {
+        values.append((name, value))
+    }
+
+    /// The raw value captured for `name`.
+    public subscript(name: String) -> String? {
+        values.first { $0.name == name }?.value
+    }
+}
+
+/// Answers requests. The FastCGI layer calls it once per request.
+public protocol Responder: Sendable {
+    func respond(to request: Request) async -> Response
+}
+
+/// A route handler: may throw `HTTPError` for client mistakes.
+public typealias Handler = @Sendable (Request, Parameters) async throws -> Response
+
+/// Collects routes, then freezes them into an immutable `RouterResponder`.
+///
+/// ```swift
+/// var router = Router()
+/// router.get("/user/{id}") { request, parameters in ... }
+/// let responder = router.buildResponder()
+/// ```
+public struct Router: Sendable {
+    private var routes: [Route] = []
+    /// Paths are matched after removing this prefix (for mounting under e.g. `/api`).
+    public var mountPrefix: String
+
+    public init(mountPrefix: String = "") {
+        self.mountPrefix = Self.normalizedPrefix(mountPrefix)
+    }
+
+    /// `/api/` and `api` both mean `/api`; `/` and empty mean no prefix.
+    public static func normalizedPrefix(_ prefix: String) -> String {
+        var trimmed = prefix
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        if trimmed.isEmpty { return "" }
+        return trimmed.hasPrefix("/") ? trimmed : "/" + trimmed
+    }
+
+    public mutating func add(_ method: String, _ pattern: String, _ handler: @escaping Handler) {
+        let segments = Route.segments(of: pattern)
+        if routes.contains(where: { $0.segments == segments && $0.method == method }) {
+            preconditionFailure("route \(method) \(pattern) registered twice")
+        }
+        routes.append(Route(method: method, segments: segments, handler: handler))
+    }
+
+    public mutating func get(_ pattern: String, _ handler: @escaping Handler) { add("GET", pattern, handler) }
+    public mutating func post(_ pattern: String, _ handler: @escaping Handler) { add("POST", pattern, handler) }
+    public mutating func patch(_ pattern: String, _ handler: @escaping Handler) { add("PATCH", pattern, handler) }
+    public mutating func delete(_ pattern: String, _ handler: @escaping Handler) { add("DELETE", pattern, handler) }
+
+    /// The frozen, `Sendable` responder.
+    public func buildResponder(
+        onError: @escaping @Sendable (any Error, Request) -> Response = RouterResponder.internalErrorResponse
+    ) -> RouterResponder {
+        RouterResponder(routes: routes, mountPrefix: mountPrefix, onError: onError)
+    }
+}
+
+/// One segment of a route pattern.
+enum Segment: Sendable, Equatable {
+    case literal(String)
+    case parameter(String)
+}
+
+struct Route: Sendable {
+    var method: String
+    var segments: [Segment]
+    var handler: Handler
+
+    static func segments(of pattern: String) -> [Segment] {
+        pattern.split(separator: "/", omittingEmptySubsequences: true).map { part in
+            if part.hasPrefix("{") && part.hasSuffix("}") {
+                return .parameter(String(part.dropFirst().dropLast()))
+            }
+            return .literal(String(part))
+        }
+    }
+
+    /// The captured parameters when `path` matches this route's shape.
+    func match(_ path: [Substring]) -> Parameters? {
+        guard path.count == segments.count else { return nil }
+        var parameters = Parameters()
+        for (segment, part) in zip(segments, path) {
+            switch segment {
+            case .literal(let literal): if literal != part { return nil }
+            case .parameter(let name): parameters.append(name, String(part))
+            }
+        }
+        return parameters
+    }
+}
+
+/// Routes a request to its handler: 404 for an unknown path, 405 + `Allow` for a known
+/// path with the wrong method, and every thrown error rendered as JSON.
+public struct RouterResponder: Responder {
+    let routes: [Route]
+    let mountPrefix: String
+    let onError: @Sendable (any Error, Request) -> Response
+
+    /// The response for an unexpected error: a 500 that reveals nothing internal.
+    public static let internalErrorResponse: @Sendable (any Error, Request) -> Response = { _, _ in
+        HTTPError(.internalServerError, "Internal server error").response
+    }
+
+    public func respond(to request: Request) async -> Response {
+        guard let path = stripPrefix(request.path) else { return HTTPError.notFound().response }
+        // A trailing slash names the same resource (`/users/` is `/users`).
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        let method = request.method == "HEAD" ? "GET" : request.method
+        var allowed: [String] = []
+        for route in routes {
+            guard let parameters = route.match(parts) else { continue }
+            if route.method == method {
+                do {
+                    return try await route.handler(request, parameters)
+                } catch let error as HTTPError {
+                    return error.response
+                } catch {
+                    return onError(error, request)
+                }
+            }
+            allowed.append(route.method)
+            if route.method == "GET" { allowed.append("HEAD") }
+        }
+        if allowed.isEmpty { return HTTPError.notFound().response }
+        return HTTPError(
+            .methodNotAllowed,
+            "Method \(request.method) not allowed",
+            headers: [.init("Allow", allowed.joined(separator: ", "))]
+        ).response
+    }
+
+    /// Whether some route matches `path` (any method) — used for metrics labels.
+    public func routePattern(for request: Request) -> String? {
+        guard let path = stripPrefix(request.path) else { return nil }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        for route in routes where route.match(parts) != nil {
+            return "/" + route.segments.map { segment in
+                switch segment {
+                case .literal(let literal): literal
+                case .parameter(let name): "{\(name)}"
+                }
+            }.joined(separator: "/")
+        }
+        return nil
+    }
+
+    private func stripPrefix(_ path: String) -> Substring? {
+        if mountPrefix.isEmpty { return Substring(path) }
+        guard path.hasPrefix(mountPrefix) else { return nil }
+        let rest = path.dropFirst(mountPrefix.count)
+        if rest.isEmpty || rest.hasPrefix("/") { return rest }
+        return nil
+    }
+}

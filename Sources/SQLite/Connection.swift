@@ -1,0 +1,116 @@
+internal import CSQLite
+
+/// `SQLITE_TRANSIENT` is a macro cast that Swift cannot import.
+nonisolated(unsafe) let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// One SQLite connection: open, configure, prepare (with a statement cache), execute.
+///
+/// Not `Sendable`: a connection belongs to exactly one thread (a `DatabaseThread` or
+/// a FastCGI worker's reader slot) and is only used there. That is why it is opened
+/// with `SQLITE_OPEN_NOMUTEX`.
+public final class Connection {
+    let handle: OpaquePointer
+    private var cache: [String: Statement] = [:]
+    public let path: String
+
+    /// Opens (creating when `readOnly` is false) the database at `path`.
+    public init(path: String, readOnly: Bool = false, busyTimeoutMilliseconds: Int32 = 5000) throws(SQLiteError) {
+        var pointer: OpaquePointer?
+        let flags =
+            (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE))
+            | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        let code = sqlite3_open_v2(path, &pointer, flags, nil)
+        guard code == SQLITE_OK, let pointer else {
+            let message = pointer.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open database"
+            sqlite3_close_v2(pointer)
+            throw SQLiteError(extendedCode: code, message: message)
+        }
+        self.handle = pointer
+        self.path = path
+        sqlite3_extended_result_codes(pointer, 1)
+        sqlite3_busy_timeout(pointer, busyTimeoutMilliseconds)
+        try execute("PRAGMA foreign_keys = ON")
+    }
+
+    deinit {
+        cache.removeAll()
+        sqlite3_close_v2(handle)
+    }
+
+    /// Switches to WAL and checks that SQLite really did (it returns the resulting mode).
+    public func enableWAL(synchronous: String) throws(SQLiteError) {
+        let mode = try prepare("PRAGMA journal_mode = WAL").firstText()
+        guard mode?.lowercased() == "wal" else {
+            throw SQLiteError(extendedCode: SQLITE_ERROR, message: "could not enable WAL (journal_mode is \(mode ?? "?"))")
+        }
+        try execute("PRAGMA synchronous = \(synchronous)")
+    }
+
+    func error(_ code: Int32) -> SQLiteError {
+        SQLiteError(extendedCode: sqlite3_extended_errcode(handle) == 0 ? code : sqlite3_extended_errcode(handle),
+                    message: String(cString: sqlite3_errmsg(handle)))
+    }
+
+    /// Runs one or more statements without results (`BEGIN`, DDL, pragmas).
+    public func execute(_ sql: String) throws(SQLiteError) {
+        let code = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard code == SQLITE_OK else { throw error(code) }
+    }
+
+    /// Prepares a statement that is finalized when released.
+    public func prepare(_ sql: String) throws(SQLiteError) -> Statement {
+        var pointer: OpaquePointer?
+        let code = sqlite3_prepare_v3(handle, sql, -1, 0, &pointer, nil)
+        guard code == SQLITE_OK, let pointer else { throw error(code) }
+        return Statement(handle: pointer, connection: self)
+    }
+
+    /// A prepared statement from this connection's cache, reset and with bindings cleared.
+    public func cached(_ sql: String) throws(SQLiteError) -> Statement {
+        if let statement = cache[sql] {
+            statement.reset()
+            return statement
+        }
+        var pointer: OpaquePointer?
+        let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, nil)
+        guard code == SQLITE_OK, let pointer else { throw error(code) }
+        let statement = Statement(handle: pointer, connection: self)
+        cache[sql] = statement
+        return statement
+    }
+
+    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+    public var changes: Int { Int(sqlite3_changes(handle)) }
+    public var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
+
+    /// A capsule that can interrupt this connection from another thread.
+    public var interrupter: Interrupter { Interrupter(handle: handle) }
+
+    /// Copies this database into `destination` with the online backup API while other
+    /// connections keep reading and writing.
+    public func backup(to destination: String) throws(SQLiteError) {
+        let target = try Connection(path: destination)
+        guard let backup = sqlite3_backup_init(target.handle, "main", handle, "main") else {
+            throw target.error(SQLITE_ERROR)
+        }
+        var code: Int32
+        repeat {
+            code = sqlite3_backup_step(backup, 256)
+        } while code == SQLITE_OK || code == SQLITE_BUSY || code == SQLITE_LOCKED
+        sqlite3_backup_finish(backup)
+        guard code == SQLITE_DONE else { throw target.error(code) }
+    }
+}
+
+@available(*, unavailable)
+extension Connection: Sendable {}
+
+/// Interrupts a running statement from another thread: `sqlite3_interrupt` is the one
+/// SQLite call that is safe across threads.
+///
+/// `@unchecked Sendable` because it carries the raw handle; it is only ever passed to
+/// `sqlite3_interrupt`, and its owner keeps the connection open while it is in use.
+public struct Interrupter: @unchecked Sendable {
+    let handle: OpaquePointer
+    public func interrupt() { sqlite3_interrupt(handle) }
+}

@@ -1,0 +1,125 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// How a database is opened.
+public struct DatabaseOptions: Sendable {
+    public var path: String
+    public var busyTimeoutMilliseconds: Int32 = 5000
+    /// `NORMAL` survives a crash of the process (the contract: `kill -9` loses no
+    /// acknowledged write); `FULL` also survives power loss, at an fsync per commit.
+    public var synchronous: String = "NORMAL"
+
+    public init(path: String) {
+        self.path = path
+    }
+}
+
+/// A SQLite database in WAL mode: one writer thread with group commit, one shared
+/// reader thread, and optional per-thread reader connections.
+///
+/// Reads made on a thread that called `attachReaderToCurrentThread()` (the FastCGI
+/// workers) run inline on that thread's own read-only connection: no thread hop.
+/// Reads from anywhere else go to the shared reader thread. Writes always go to the
+/// writer thread. Nothing here ever runs SQLite on the cooperative pool.
+public final class Database: Sendable {
+    public let options: DatabaseOptions
+    private let writer: DatabaseThread
+    private let reader: DatabaseThread
+    /// Distinguishes this database in per-thread reader slots.
+    let serial: Int
+    private static let serials = Atomic<Int>(0)
+    private let isClosed = Atomic<Bool>(false)
+
+    /// Opens the database (creating it), switches to WAL and starts its threads.
+    public init(options: DatabaseOptions) throws {
+        self.options = options
+        serial = Self.serials.add(1, ordering: .relaxed).newValue
+        let path = options.path
+        let timeout = options.busyTimeoutMilliseconds
+        let synchronous = options.synchronous
+        writer = try DatabaseThread(name: "usersd-db-writer", batching: true) {
+            let connection = try Connection(path: path, busyTimeoutMilliseconds: timeout)
+            try connection.enableWAL(synchronous: synchronous)
+            return connection
+        }
+        reader = try DatabaseThread(name: "usersd-db-reader", batching: false) {
+            try Connection(path: path, readOnly: true, busyTimeoutMilliseconds: timeout)
+        }
+    }
+
+    /// Runs `body` in a write transaction shared with other concurrent writers
+    /// (group commit). Returns only after the transaction committed; if `body` throws,
+    /// only its own changes are rolled back.
+    public func write<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        try await submit(to: writer, body)
+    }
+
+    /// Runs `body` with a read connection: inline when this thread has its own reader,
+    /// otherwise on the shared reader thread. Keep reads short: one page per call.
+    public func read<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        if let connection = ThreadReaders.connection(for: self) {
+            return try body(connection)
+        }
+        return try await submit(to: reader, body)
+    }
+
+    private func submit<T: Sendable>(
+        to thread: DatabaseThread,
+        _ body: @escaping @Sendable (Connection) throws -> T
+    ) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let outcome = Mutex<Result<T, any Error>?>(nil)
+            let job = DatabaseThread.Job(
+                run: { connection in
+                    do {
+                        let value = try body(connection)
+                        outcome.withLock { $0 = .success(value) }
+                        return true
+                    } catch {
+                        outcome.withLock { $0 = .failure(error) }
+                        return false
+                    }
+                },
+                complete: { error in
+                    if let error {
+                        continuation.resume(throwing: error)
+                    } else {
+                        continuation.resume(with: outcome.withLock { $0 }!)
+                    }
+                }
+            )
+            if !thread.submit(job) {
+                continuation.resume(throwing: DatabaseClosedError())
+            }
+        }
+    }
+
+    /// Gives the calling thread its own read-only connection, used by `read` on it.
+    /// Call `detachReaderFromCurrentThread()` on the same thread before it exits.
+    public func attachReaderToCurrentThread() {
+        guard !isClosed.load(ordering: .relaxed) else { return }
+        if let connection = try? Connection(path: options.path, readOnly: true,
+                                             busyTimeoutMilliseconds: options.busyTimeoutMilliseconds) {
+            ThreadReaders.attach(connection, for: self)
+        }
+    }
+
+    public func detachReaderFromCurrentThread() {
+        ThreadReaders.detach(for: self)
+    }
+
+    /// Finishes queued work and closes the writer and shared reader (the writer last,
+    /// so its close checkpoints the WAL).
+    public func close() {
+        guard !isClosed.exchange(true, ordering: .relaxed) else { return }
+        ThreadReaders.detach(for: self)
+        reader.stop()
+        writer.stop()
+    }
+}
+
+/// Thrown for work submitted after `close()`.
+public struct DatabaseClosedError: Error, Sendable, CustomStringConvertible {
+    public var description: String { "database is closed" }
+}

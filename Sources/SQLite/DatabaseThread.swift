@@ -1,0 +1,139 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A dedicated OS thread that owns one `Connection` and runs jobs on it in order.
+///
+/// SQLite calls block, so they never run on Swift's cooperative pool (2 threads on a
+/// 2-core box): callers suspend on a continuation while this thread does the work.
+/// With `batching`, every job that is waiting when the thread wakes runs inside one
+/// `BEGIN IMMEDIATE ... COMMIT` (group commit), each in its own savepoint so one
+/// failing job does not undo the others; nobody is resumed before the commit.
+final class DatabaseThread: Sendable {
+    struct Job: Sendable {
+        /// Runs the body on the thread; returns `false` when the body threw (its
+        /// savepoint is then rolled back).
+        let run: @Sendable (Connection) -> Bool
+        /// Resumes the caller: with the body's outcome, or with `error` when the
+        /// surrounding transaction could not begin or commit.
+        let complete: @Sendable (_ error: (any Error)?) -> Void
+    }
+
+    private struct State {
+        var jobs: [Job] = []
+        var isStopping = false
+    }
+
+    private let state = Mutex(State())
+    private let wakeup = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let batching: Bool
+    static let maximumBatch = 512
+
+    /// Starts the thread; `open` creates the connection on it.
+    init(name: String, batching: Bool, open: @escaping @Sendable () throws -> Connection) throws {
+        self.batching = batching
+        let opened = Mutex<Result<Void, any Error>?>(nil)
+        let ready = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            let connection: Connection
+            do {
+                connection = try open()
+                opened.withLock { $0 = .success(()) }
+                ready.signal()
+            } catch {
+                opened.withLock { $0 = .failure(error) }
+                ready.signal()
+                finished.signal()
+                return
+            }
+            loop(connection: connection)
+            finished.signal()
+        }
+        thread.name = name
+        thread.start()
+        ready.wait()
+        if case .failure(let error) = opened.withLock({ $0! }) { throw error }
+    }
+
+    /// Queues a job; `false` once the thread is stopping.
+    func submit(_ job: Job) -> Bool {
+        let accepted = state.withLock { state in
+            guard !state.isStopping else { return false }
+            state.jobs.append(job)
+            return true
+        }
+        if accepted { wakeup.signal() }
+        return accepted
+    }
+
+    /// Runs the jobs already queued, closes the connection and ends the thread.
+    func stop() {
+        let alreadyStopping = state.withLock { state in
+            defer { state.isStopping = true }
+            return state.isStopping
+        }
+        guard !alreadyStopping else { return }
+        wakeup.signal()
+        finished.wait()
+    }
+
+    private func loop(connection: Connection) {
+        while true {
+            wakeup.wait()
+            while true {
+                let (jobs, stopping) = state.withLock { state -> ([Job], Bool) in
+                    let count = batching ? min(state.jobs.count, Self.maximumBatch) : min(state.jobs.count, 1)
+                    let taken = Array(state.jobs.prefix(count))
+                    state.jobs.removeFirst(count)
+                    return (taken, state.isStopping)
+                }
+                if jobs.isEmpty {
+                    if stopping { return }
+                    break
+                }
+                if batching {
+                    Self.runBatch(jobs, on: connection)
+                } else {
+                    for job in jobs {
+                        _ = job.run(connection)
+                        job.complete(nil)
+                    }
+                }
+            }
+        }
+    }
+
+    private static func runBatch(_ jobs: [Job], on connection: Connection) {
+        do {
+            try connection.execute("BEGIN IMMEDIATE")
+        } catch {
+            // The write lock could not be taken (busy beyond the timeout, read-only
+            // file, disk): every job fails with that error without running.
+            for job in jobs { job.complete(error) }
+            return
+        }
+        for job in jobs {
+            do {
+                try connection.execute("SAVEPOINT job")
+                if job.run(connection) {
+                    try connection.execute("RELEASE job")
+                } else {
+                    try connection.execute("ROLLBACK TO job; RELEASE job")
+                }
+            } catch {
+                // A savepoint statement failed: the transaction is unusable.
+                try? connection.execute("ROLLBACK")
+                for job in jobs { job.complete(error) }
+                return
+            }
+        }
+        do {
+            try connection.execute("COMMIT")
+            for job in jobs { job.complete(nil) }
+        } catch {
+            try? connection.execute("ROLLBACK")
+            for job in jobs { job.complete(error) }
+        }
+    }
+}

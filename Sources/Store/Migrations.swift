@@ -1,0 +1,103 @@
+public import SQLite
+
+/// One schema change, applied once, in order, inside a write transaction together
+/// with its row in `schema_migrations`.
+public struct Migration: Sendable {
+    public let version: Int
+    public let name: String
+    public let sql: String
+}
+
+/// The schema of usersd, oldest first. Never edit a shipped migration: add one.
+public enum Migrations {
+    public static let all: [Migration] = [
+        Migration(
+            version: 1,
+            name: "create users",
+            sql: """
+                CREATE TABLE users (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    name TEXT NOT NULL,
+                    email TEXT NOT NULL,
+                    email_key TEXT NOT NULL UNIQUE,
+                    created_at TEXT NOT NULL,
+                    updated_at TEXT NOT NULL
+                ) STRICT;
+                """
+        ),
+        Migration(
+            version: 2,
+            name: "create tasks and outbox",
+            sql: """
+                CREATE TABLE tasks (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    kind TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    max_attempts INTEGER NOT NULL,
+                    run_at INTEGER NOT NULL,
+                    created_at TEXT NOT NULL,
+                    started_at TEXT,
+                    finished_at TEXT,
+                    last_error TEXT,
+                    result TEXT,
+                    idempotency_key TEXT UNIQUE,
+                    updated_at TEXT NOT NULL
+                ) STRICT;
+                CREATE INDEX tasks_due ON tasks (state, run_at, id);
+                CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    user_id INTEGER NOT NULL UNIQUE,
+                    recipient TEXT NOT NULL,
+                    subject TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    created_at TEXT NOT NULL
+                ) STRICT;
+                """
+        ),
+    ]
+
+    /// Applies every migration not yet recorded; returns the versions applied.
+    @discardableResult
+    public static func migrate(_ database: Database) async throws -> [Int] {
+        try await database.write { connection in
+            try connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            let applied = try appliedVersions(connection)
+            var done: [Int] = []
+            for migration in all where !applied.contains(migration.version) {
+                try connection.execute(migration.sql)
+                try connection.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, \(SQLNow.text))")
+                    .bind([.integer(Int64(migration.version)), .text(migration.name)]).run()
+                done.append(migration.version)
+            }
+            return done
+        }
+    }
+
+    /// Versions recorded as applied.
+    public static func appliedVersions(_ connection: Connection) throws -> Set<Int> {
+        let exists = try connection.prepare(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).firstInteger() ?? 0
+        guard exists > 0 else { return [] }
+        var versions = Set<Int>()
+        try connection.prepare("SELECT version FROM schema_migrations").forEachRow { row in
+            versions.insert(Int(row.integer(0)))
+        }
+        return versions
+    }
+
+    /// Migrations the database has not applied yet.
+    public static func pending(_ database: Database) async throws -> [Migration] {
+        let applied = try await database.read { try appliedVersions($0) }
+        return all.filter { !applied.contains($0.version) }
+    }
+}
+
+/// SQL for "now" as an ISO 8601 UTC timestamp with milliseconds.
+enum SQLNow {
+    static let text = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+}

@@ -1,0 +1,122 @@
+public import SQLite
+
+/// The SQLite implementation of the store: users, tasks and the outbox in one file.
+public final class SQLiteStore: UserStore {
+    public let database: Database
+    /// Called inside the user-insert transaction; returns the task rows to enqueue with
+    /// it (the transactional outbox). Set by the scheduler layer.
+    let onUserCreated: @Sendable (Connection, User) throws -> Void
+
+    public init(database: Database, onUserCreated: @escaping @Sendable (Connection, User) throws -> Void = { _, _ in }) {
+        self.database = database
+        self.onUserCreated = onUserCreated
+    }
+
+    static let userColumns = "id, name, email, created_at, updated_at"
+
+    static func user(from row: Statement) -> User {
+        User(id: row.integer(0), name: row.text(1), email: row.text(2), createdAt: row.text(3), updatedAt: row.text(4))
+    }
+
+    /// The key emails are unique by: full Unicode lower-casing, so `Ä@x.io` and
+    /// `ä@x.io` collide too (SQLite's NOCASE folds ASCII only).
+    static func emailKey(_ email: String) -> String { email.lowercased() }
+
+    public func createUser(name: String, email: String) async throws -> User {
+        let hook = onUserCreated
+        return try await mapErrors {
+            try await database.write { connection in
+                let statement = try connection.cached(
+                    "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?, ?, ?, \(SQLNow.text), \(SQLNow.text)) RETURNING \(Self.userColumns)"
+                )
+                try statement.bind([.text(name), .text(email), .text(Self.emailKey(email))])
+                guard try statement.step() else { throw StoreError.unavailable("insert returned no row") }
+                let user = Self.user(from: statement)
+                try statement.run()
+                try hook(connection, user)
+                return user
+            }
+        }
+    }
+
+    public func user(id: Int64) async throws -> User? {
+        try await mapErrors {
+            try await database.read { connection in
+                let statement = try connection.cached("SELECT \(Self.userColumns) FROM users WHERE id = ?")
+                try statement.bind([.integer(id)])
+                defer { try? statement.run() }
+                return try statement.step() ? Self.user(from: statement) : nil
+            }
+        }
+    }
+
+    public func users(afterID: Int64, limit: Int) async throws -> [User] {
+        try await mapErrors {
+            try await database.read { connection in
+                let statement = try connection.cached(
+                    "SELECT \(Self.userColumns) FROM users WHERE id > ? ORDER BY id LIMIT ?"
+                )
+                try statement.bind([.integer(afterID), .integer(Int64(limit))])
+                var users: [User] = []
+                users.reserveCapacity(min(limit, 1024))
+                try statement.forEachRow { users.append(Self.user(from: $0)) }
+                return users
+            }
+        }
+    }
+
+    public func updateUser(id: Int64, name: String?, email: String?) async throws -> User? {
+        try await mapErrors {
+            try await database.write { connection in
+                let statement = try connection.cached(
+                    """
+                    UPDATE users SET name = coalesce(?, name), email = coalesce(?, email),
+                        email_key = coalesce(?, email_key), updated_at = \(SQLNow.text)
+                    WHERE id = ? RETURNING \(Self.userColumns)
+                    """
+                )
+                try statement.bind([
+                    name.map { .text($0) } ?? .null,
+                    email.map { .text($0) } ?? .null,
+                    email.map { .text(Self.emailKey($0)) } ?? .null,
+                    .integer(id),
+                ])
+                guard try statement.step() else { return nil }
+                let user = Self.user(from: statement)
+                try statement.run()
+                return user
+            }
+        }
+    }
+
+    public func deleteUser(id: Int64) async throws -> Bool {
+        try await mapErrors {
+            try await database.write { connection in
+                try connection.cached("DELETE FROM users WHERE id = ?").bind([.integer(id)]).run()
+                return connection.changes > 0
+            }
+        }
+    }
+
+    public func ping() async throws {
+        _ = try await mapErrors {
+            try await database.read { connection in
+                try connection.cached("SELECT 1").firstInteger()
+            }
+        }
+    }
+}
+
+/// Translates SQLite errors into the backend-neutral `StoreError`.
+func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as SQLiteError {
+        if error.isUniqueConstraint { throw StoreError.duplicateEmail }
+        if error.isBusy { throw StoreError.unavailable("database is busy, try again") }
+        if error.isResourceFailure { throw StoreError.unavailable("database unavailable: \(error.message)") }
+        throw error
+    } catch is DatabaseClosedError {
+        throw StoreError.unavailable("shutting down, try again")
+    }
+}

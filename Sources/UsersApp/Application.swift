@@ -1,0 +1,49 @@
+public import HTTP
+import Lifecycle
+public import Store
+
+/// Builds the HTTP side of usersd: routes, error mapping, access log.
+public struct Application: Sendable {
+    public let store: any UserStore
+
+    public init(store: any UserStore) {
+        self.store = store
+    }
+
+    /// The router with every route of the API.
+    public func makeRouter(mountPrefix: String = "") -> Router {
+        var router = Router(mountPrefix: mountPrefix)
+        UserRoutes(store: store).register(on: &router)
+        let store = self.store
+        router.get("/healthz") { _, _ in
+            do {
+                try await store.ping()
+            } catch {
+                throw HTTPError(.serviceUnavailable, "database unavailable", headers: [.init("Retry-After", "1")])
+            }
+            return Response.json(.ok) { json in json.object { $0.field("status", "ok") } }
+        }
+        return router
+    }
+
+    /// The complete responder: routes, errors as JSON, one access-log line per request.
+    public func makeResponder(mountPrefix: String = "", slowRequestMilliseconds: Int = 1000) -> any Responder {
+        let router = makeRouter(mountPrefix: mountPrefix).buildResponder(onError: Self.errorResponse)
+        return AccessLogResponder(inner: router, slowRequestMilliseconds: slowRequestMilliseconds)
+    }
+
+    /// Store errors become their statuses; anything unexpected is a logged 500 that
+    /// reveals nothing internal.
+    @Sendable static func errorResponse(_ error: any Error, _ request: Request) -> Response {
+        switch error {
+        case StoreError.duplicateEmail:
+            return HTTPError(.conflict, "A user with this email already exists", field: "email").response
+        case StoreError.unavailable(let message):
+            Log.warning("database unavailable", ["request_id": request.requestID, "error": message])
+            return HTTPError(.serviceUnavailable, message, headers: [.init("Retry-After", "1")]).response
+        default:
+            Log.error("unhandled error", ["request_id": request.requestID, "error": "\(error)"])
+            return HTTPError(.internalServerError, "Internal server error").response
+        }
+    }
+}

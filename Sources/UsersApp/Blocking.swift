@@ -1,0 +1,27 @@
+import Dispatch
+import Synchronization
+
+/// Runs async work from a plain thread (the main thread) and waits for it.
+///
+/// Only for the process's start and stop sequence; never call it from async code.
+@available(*, noasync, message: "blocks the calling thread")
+func blockingWait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = Box<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await operation())
+        } catch {
+            result = .failure(error)
+        }
+        box.result.withLock { $0 = result }
+        done.signal()
+    }
+    done.wait()
+    return try box.result.withLock { $0! }.get()
+}
+
+private final class Box<T: Sendable>: Sendable {
+    let result = Mutex<Result<T, any Error>?>(nil)
+}

@@ -1,0 +1,45 @@
+import Foundation
+import HTTP
+
+/// Reads a request body as a JSON object, with the status codes of the contract:
+/// 415 for a body that is not JSON by content type, 400 for bytes that are not a JSON
+/// object (malformed, invalid UTF-8, another JSON type).
+enum RequestBody {
+    static func object(of request: Request) throws(HTTPError) -> [String: JSONValue] {
+        if !request.body.isEmpty, !isJSON(request.contentType) {
+            throw HTTPError(.unsupportedMediaType, "Content-Type must be application/json")
+        }
+        guard !request.body.isEmpty else {
+            throw HTTPError.badRequest("Request body must be a JSON object")
+        }
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(request.body)
+        } catch {
+            throw HTTPError.badRequest("Malformed JSON: \(error.description)")
+        }
+        guard case .object(let members) = value else {
+            throw HTTPError.badRequest("Request body must be a JSON object, not \(value.typeName)")
+        }
+        return members
+    }
+
+    /// `application/json`, optionally with `charset=utf-8`; also `application/*+json`.
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let parts = contentType.split(separator: ";")
+        let mediaType = parts.first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+        else { return false }
+        for parameter in parts.dropFirst() {
+            let pair = parameter.split(separator: "=", maxSplits: 1).map {
+                $0.trimmingCharacters(in: .whitespaces).lowercased()
+            }
+            if pair.first == "charset", pair.count == 2 {
+                let charset = pair[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+                if charset != "utf-8" && charset != "utf8" { return false }
+            }
+        }
+        return true
+    }
+}

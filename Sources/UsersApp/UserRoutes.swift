@@ -1,0 +1,143 @@
+import HTTP
+import Store
+
+/// The user routes: the tutorial's `/add-user`, `/user/<id>`, `/users`, and the
+/// REST-style `/users/<id>`.
+struct UserRoutes: Sendable {
+    let store: any UserStore
+    /// Rows per database read while streaming `GET /users`: one short read
+    /// transaction per page, so a long listing never pins the WAL.
+    static let pageSize = 500
+
+    func register(on router: inout Router) {
+        router.post("/add-user") { request, _ in try await create(request) }
+        router.post("/users") { request, _ in try await create(request) }
+        router.get("/user/{id}") { _, parameters in try await showSeed(parameters) }
+        router.get("/users") { request, _ in try list(request) }
+        router.get("/users/{id}") { _, parameters in try await show(parameters) }
+        router.patch("/users/{id}") { request, parameters in try await update(request, parameters) }
+        router.delete("/users/{id}") { _, parameters in try await delete(parameters) }
+    }
+
+    static let notFound = HTTPError.notFound("User not found")
+
+    func create(_ request: Request) async throws -> Response {
+        let members = try RequestBody.object(of: request)
+        // Both fields are checked before anything is written; name first.
+        let name = try UserValidation.name(in: members, required: true)!
+        let email = try UserValidation.email(in: members, required: true)!
+        let user = try await store.createUser(name: name, email: email)
+        return Response.json(.created, headers: [("Location", "/users/\(user.id)")]) { json in
+            json.object { object in
+                object.field("message", "User created")
+                object.field("user") { $0.summary(user) }
+            }
+        }
+    }
+
+    func showSeed(_ parameters: Parameters) async throws -> Response {
+        guard let id = UserValidation.id(parameters["id"]), let user = try await store.user(id: id) else {
+            throw Self.notFound
+        }
+        return Response.json(.ok) { $0.summary(user) }
+    }
+
+    func show(_ parameters: Parameters) async throws -> Response {
+        guard let id = UserValidation.id(parameters["id"]), let user = try await store.user(id: id) else {
+            throw Self.notFound
+        }
+        return Response.json(.ok) { $0.detail(user) }
+    }
+
+    func update(_ request: Request, _ parameters: Parameters) async throws -> Response {
+        guard let id = UserValidation.id(parameters["id"]) else { throw Self.notFound }
+        let members = try RequestBody.object(of: request)
+        let name = try UserValidation.name(in: members, required: false)
+        let email = try UserValidation.email(in: members, required: false)
+        guard name != nil || email != nil else {
+            throw HTTPError.invalid("name", "body must contain name or email")
+        }
+        guard let user = try await store.updateUser(id: id, name: name, email: email) else { throw Self.notFound }
+        return Response.json(.ok) { $0.detail(user) }
+    }
+
+    func delete(_ parameters: Parameters) async throws -> Response {
+        guard let id = UserValidation.id(parameters["id"]), try await store.deleteUser(id: id) else {
+            throw Self.notFound
+        }
+        return Response(status: .noContent)
+    }
+
+    /// `GET /users[?limit=N&after_id=K]`: streamed page by page in id order, so memory
+    /// stays flat whatever the table size.
+    func list(_ request: Request) throws -> Response {
+        let query = request.queryParameters
+        var limit = Int.max
+        if let text = query["limit"] {
+            guard let value = Int(text), value >= 1 else {
+                throw HTTPError.invalid("limit", "limit must be a whole number of at least 1")
+            }
+            limit = value
+        }
+        var afterID: Int64 = 0
+        if let text = query["after_id"] {
+            guard let value = Int64(text), value >= 0 else {
+                throw HTTPError.invalid("after_id", "after_id must be a whole number of at least 0")
+            }
+            afterID = value
+        }
+        let store = self.store
+        let (firstAfterID, maximum) = (afterID, limit)
+        return Response(
+            status: .ok,
+            headers: [("Content-Type", Response.jsonContentType)],
+            body: .stream { writer in
+                var json = JSONWriter(capacity: 64 * 1024)
+                json.raw([UInt8(ascii: "[")])
+                var cursor = firstAfterID
+                var remaining = maximum
+                var isFirst = true
+                while remaining > 0 {
+                    let wanted = min(Self.pageSize, remaining)
+                    let page = try await store.users(afterID: cursor, limit: wanted)
+                    for user in page {
+                        if !isFirst { json.raw([UInt8(ascii: ",")]) }
+                        isFirst = false
+                        json.summary(user)
+                    }
+                    remaining -= page.count
+                    guard page.count == wanted, let last = page.last else { break }
+                    cursor = last.id
+                    if json.bytes.count >= 32 * 1024 {
+                        try await writer.write(json.bytes)
+                        json = JSONWriter(capacity: 64 * 1024)
+                    }
+                }
+                json.raw([UInt8(ascii: "]")])
+                try await writer.write(json.bytes)
+            }
+        )
+    }
+}
+
+extension JSONWriter {
+    /// `{"id","name","email"}`: the tutorial's shape, used by the seed routes and lists.
+    mutating func summary(_ user: User) {
+        object { object in
+            object.field("id", user.id)
+            object.field("name", user.name)
+            object.field("email", user.email)
+        }
+    }
+
+    /// The full resource for `/users/<id>`, with timestamps.
+    mutating func detail(_ user: User) {
+        object { object in
+            object.field("id", user.id)
+            object.field("name", user.name)
+            object.field("email", user.email)
+            object.field("created_at", user.createdAt)
+            object.field("updated_at", user.updatedAt)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import HTTP
+
+/// The validation rules for user fields (SPEC §2 "Validation and errors").
+///
+/// Values are validated but stored exactly as given: a name is measured after
+/// trimming, yet saved with its spaces, byte for byte.
+enum UserValidation {
+    static let maximumNameLength = 50
+    static let maximumEmailLength = 100
+
+    /// The string member `key`: `nil` when absent or null; 400 when another JSON type.
+    static func string(_ members: [String: JSONValue], _ key: String, reportAs field: String? = nil) throws(HTTPError) -> String? {
+        switch members[key] {
+        case nil, .null?: return nil
+        case .string(let text)?: return text
+        case let other?:
+            let field = field ?? key
+            throw HTTPError(.badRequest, "\(field) must be a string, not \(other.typeName)", field: field)
+        }
+    }
+
+    /// The name, accepting the tutorial's `"username"` as an alias (`"name"` wins).
+    static func name(in members: [String: JSONValue], required: Bool) throws(HTTPError) -> String? {
+        var value = try string(members, "name")
+        if value == nil { value = try string(members, "username", reportAs: "name") }
+        guard let value else {
+            if required { throw HTTPError.invalid("name", "name is required") }
+            return nil
+        }
+        try validateName(value)
+        return value
+    }
+
+    static func email(in members: [String: JSONValue], required: Bool) throws(HTTPError) -> String? {
+        guard let value = try string(members, "email") else {
+            if required { throw HTTPError.invalid("email", "email is required") }
+            return nil
+        }
+        try validateEmail(value)
+        return value
+    }
+
+    static func validateName(_ name: String) throws(HTTPError) {
+        let length = name.trimmingCharacters(in: .whitespacesAndNewlines).unicodeScalars.count
+        guard length >= 1 else { throw HTTPError.invalid("name", "name must not be empty") }
+        guard length <= maximumNameLength else {
+            throw HTTPError.invalid("name", "name must be at most \(maximumNameLength) characters")
+        }
+    }
+
+    static func validateEmail(_ email: String) throws(HTTPError) {
+        guard email.unicodeScalars.count <= maximumEmailLength else {
+            throw HTTPError.invalid("email", "email must be at most \(maximumEmailLength) characters")
+        }
+        guard isPlausibleEmail(email) else {
+            throw HTTPError.invalid("email", "email must look like name@example.com")
+        }
+    }
+
+    /// One `@`, a non-empty local part, a domain of non-empty dot-separated labels
+    /// (at least two), and no whitespace or control characters anywhere.
+    static func isPlausibleEmail(_ email: String) -> Bool {
+        let scalars = email.unicodeScalars
+        guard !scalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || $0.value < 0x20 || $0.value == 0x7F })
+        else { return false }
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty else { return false }
+        let labels = parts[1].split(separator: ".", omittingEmptySubsequences: false)
+        return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty }
+    }
+
+    /// A user id from a path: positive decimal digits that fit Int64, else `nil`.
+    static func id(_ text: String?) -> Int64? {
+        guard let text, !text.isEmpty, text.utf8.count <= 19,
+            text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+            let id = Int64(text), id > 0
+        else { return nil }
+        return id
+    }
+}

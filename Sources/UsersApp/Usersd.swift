@@ -1,0 +1,57 @@
+import FastCGI
+import Foundation
+import Glibc
+import HTTP
+import Lifecycle
+import SQLite
+import Store
+
+/// The `usersd` command: parses settings and runs a subcommand.
+public enum Usersd {
+    public static let version = "0.1.0"
+
+    /// Runs the command line and returns the exit status (64 for a bad setting).
+    @available(*, noasync, message: "runs the whole process")
+    public static func main(arguments: [String], environment: [String: String]) -> Int32 {
+        let configuration: Configuration
+        do {
+            configuration = try Configuration.parse(arguments, environment: environment)
+        } catch {
+            printError("usersd: \(error.message)")
+            return 64
+        }
+        Log.level = configuration.logLevel
+        switch configuration.command {
+        case .help:
+            print(Configuration.helpText, terminator: "")
+            return 0
+        case .version:
+            print("usersd \(version)")
+            return 0
+        case .serve:
+            return Server(configuration: configuration, environment: environment).run()
+        case .migrate:
+            return Maintenance(configuration: configuration).migrate()
+        case .check:
+            return Maintenance(configuration: configuration).check()
+        case .backup(let destination):
+            return Maintenance(configuration: configuration).backup(to: destination)
+        }
+    }
+
+    static func printError(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    /// Opens the database, creating its directory.
+    static func openDatabase(_ configuration: Configuration) throws -> Database {
+        let directory = (configuration.databasePath as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var options = DatabaseOptions(path: configuration.databasePath)
+        options.busyTimeoutMilliseconds = Int32(configuration.busyTimeoutMilliseconds)
+        options.synchronous = configuration.synchronous
+        return try Database(options: options)
+    }
+}
