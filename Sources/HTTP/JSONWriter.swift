@@ -13,10 +13,12 @@ public struct JSONWriter: Sendable {
     /// Appends `{ ... }`, filled by `body`.
     public mutating func object(_ body: (inout ObjectWriter) -> Void) {
         bytes.append(UInt8(ascii: "{"))
-        var object = ObjectWriter(writer: self)
-        bytes = []
+        // Move the buffer into the object writer and back with swaps, so it is never
+        // shared (sharing would copy the whole buffer on the next append).
+        var object = ObjectWriter(writer: JSONWriter(capacity: 0))
+        swap(&object.writer, &self)
         body(&object)
-        self = object.writer
+        swap(&object.writer, &self)
         bytes.append(UInt8(ascii: "}"))
     }
 

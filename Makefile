@@ -1,0 +1,34 @@
+# usersd — the two set-up commands are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/opt/swift/usr/bin
+
+.PHONY: run test unit e2e build release bench clean
+
+## run: install what is missing, build, serve on http://127.0.0.1:8080 (Ctrl-C stops)
+run:
+	scripts/deps.sh run
+	swift build -c release
+	scripts/run.sh
+
+## test: install what is missing, build, run unit and end-to-end tests
+test:
+	scripts/deps.sh test
+	swift build --build-tests
+	swift test --skip-build
+	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q tests/e2e
+
+unit:
+	swift test
+
+e2e:
+	swift build
+	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q tests/e2e
+
+build:
+	swift build
+
+release:
+	swift build -c release
+
+clean:
+	rm -rf .build run

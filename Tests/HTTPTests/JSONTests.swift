@@ -1,0 +1,74 @@
+import Testing
+
+@testable import HTTP
+
+@Suite struct JSONParserTests {
+    @Test func parsesObjectsWithEveryType() throws {
+        let value = try JSONParser.parse(Array(#"{"s":"a\"b\u00e9\ud83d\ude00","i":-12,"d":1.5e2,"t":true,"f":false,"n":null,"a":[1,[]],"o":{}}"#.utf8))
+        #expect(value["s"] == .string("a\"bé😀"))
+        #expect(value["i"] == .number(-12, integer: -12))
+        #expect(value["d"] == .number(150, integer: nil))
+        #expect(value["t"] == .bool(true))
+        #expect(value["f"] == .bool(false))
+        #expect(value["n"] == .null)
+        #expect(value["a"] == .array([.number(1, integer: 1), .array([])]))
+        #expect(value["o"] == .object([:]))
+    }
+
+    @Test(arguments: [
+        "", "{", "{\"a\":}", "{\"a\" 1}", "[1,]", "{\"a\":1,}", "01", "1.", "-", "tru", "nul",
+        "\"abc", "\"\\x\"", "\"\\ud800\"", "{\"a\":1} x", "{'a':1}", "\"tab\there\"",
+    ])
+    func rejectsMalformedDocuments(_ text: String) {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(text.utf8)) }
+    }
+
+    @Test func rejectsInvalidUTF8InStrings() {
+        let bytes: [UInt8] = Array(#"{"name":""#.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(bytes) }
+    }
+
+    @Test func limitsNestingDepth() {
+        let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(deep.utf8)) }
+        let fine = String(repeating: "[", count: 60) + String(repeating: "]", count: 60)
+        #expect(throws: Never.self) { try JSONParser.parse(Array(fine.utf8)) }
+    }
+
+    @Test func keepsBigIntegersApartFromInt64() throws {
+        let value = try JSONParser.parse(Array("123456789012345678901234567890".utf8))
+        guard case .number(_, let integer) = value else {
+            Issue.record("not a number")
+            return
+        }
+        #expect(integer == nil)
+    }
+}
+
+@Suite struct JSONWriterTests {
+    @Test func escapesStringsAndRoundTrips() throws {
+        let tricky = "quote\" backslash\\ newline\n tab\t nul\u{0} emoji😀 rtl שלום '); DROP TABLE users;--"
+        var writer = JSONWriter()
+        writer.object { object in
+            object.field("name", tricky)
+            object.field("id", Int64(42))
+            object.field("ok", true)
+            object.field("none", nil as String?)
+        }
+        let parsed = try JSONParser.parse(writer.bytes)
+        #expect(parsed["name"] == .string(tricky))
+        #expect(parsed["id"] == .number(42, integer: 42))
+        #expect(parsed["ok"] == .bool(true))
+        #expect(parsed["none"] == .null)
+    }
+
+    @Test func writesCompactOutputInCallOrder() {
+        var writer = JSONWriter()
+        writer.object { object in
+            object.field("id", 1)
+            object.field("name", "a")
+            object.field("list") { $0.array([1, 2]) { w, n in w.integer(Int64(n)) } }
+        }
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"id":1,"name":"a","list":[1,2]}"#)
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+
+@testable import SQLite
+@testable import Store
+
+/// A fresh database in its own temporary directory, removed afterwards.
+final class TemporaryDatabase {
+    let directory: URL
+    let database: Database
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        database = try Database(options: DatabaseOptions(path: directory.appendingPathComponent("users.sqlite3").path))
+    }
+
+    deinit {
+        database.close()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+@Suite struct SQLiteStoreTests {
+    let temporary: TemporaryDatabase
+    let store: SQLiteStore
+
+    init() async throws {
+        temporary = try TemporaryDatabase()
+        try await Migrations.migrate(temporary.database)
+        store = SQLiteStore(database: temporary.database)
+    }
+
+    @Test func migrationsRunOnceAndAreRecorded() async throws {
+        let again = try await Migrations.migrate(temporary.database)
+        #expect(again.isEmpty)
+        #expect(try await Migrations.pending(temporary.database).isEmpty)
+        let mode = try await temporary.database.read { try $0.prepare("PRAGMA journal_mode").firstText() }
+        #expect(mode == "wal")
+    }
+
+    @Test func createsAndReadsUsersByteForByte() async throws {
+        let name = "  O'Brien \"quoted\" '); DROP TABLE users;-- 😀 שלום  "
+        let created = try await store.createUser(name: name, email: "Ob@Example.com")
+        #expect(created.id == 1)
+        let fetched = try await store.user(id: created.id)
+        #expect(fetched == created)
+        #expect(fetched?.name == name)
+        #expect(try await store.user(id: 999) == nil)
+    }
+
+    @Test func emailsAreUniqueCaseInsensitivelyIncludingNonASCII() async throws {
+        _ = try await store.createUser(name: "a", email: "Bob@X.io")
+        await #expect(throws: StoreError.duplicateEmail) { try await store.createUser(name: "b", email: "bob@x.io") }
+        _ = try await store.createUser(name: "c", email: "Ä@x.io")
+        await #expect(throws: StoreError.duplicateEmail) { try await store.createUser(name: "d", email: "ä@x.io") }
+    }
+
+    @Test func listsInIdOrderWithKeysetPaging() async throws {
+        for index in 1...7 { _ = try await store.createUser(name: "u\(index)", email: "u\(index)@x.io") }
+        let first = try await store.users(afterID: 0, limit: 3)
+        #expect(first.map(\.id) == [1, 2, 3])
+        let next = try await store.users(afterID: 3, limit: 10)
+        #expect(next.map(\.id) == [4, 5, 6, 7])
+        #expect(try await store.users(afterID: 7, limit: 10).isEmpty)
+    }
+
+    @Test func updatesOnlyTheGivenFields() async throws {
+        let user = try await store.createUser(name: "old", email: "old@x.io")
+        let renamed = try await store.updateUser(id: user.id, name: "new", email: nil)
+        #expect(renamed?.name == "new" && renamed?.email == "old@x.io")
+        let moved = try await store.updateUser(id: user.id, name: nil, email: "NEW@x.io")
+        #expect(moved?.name == "new" && moved?.email == "NEW@x.io")
+        _ = try await store.createUser(name: "other", email: "other@x.io")
+        await #expect(throws: StoreError.duplicateEmail) {
+            try await store.updateUser(id: user.id, name: nil, email: "OTHER@x.io")
+        }
+        #expect(try await store.updateUser(id: 999, name: "x", email: nil) == nil)
+    }
+
+    @Test func deletesOnce() async throws {
+        let user = try await store.createUser(name: "gone", email: "gone@x.io")
+        #expect(try await store.deleteUser(id: user.id))
+        #expect(try await store.deleteUser(id: user.id) == false)
+        #expect(try await store.user(id: user.id) == nil)
+    }
+
+    @Test func concurrentWritesShareTransactionsAndAllCommit() async throws {
+        let store = self.store
+        let ids = try await withThrowingTaskGroup(of: Int64.self) { group in
+            for index in 0..<300 {
+                group.addTask { try await store.createUser(name: "n\(index)", email: "c\(index)@x.io").id }
+            }
+            var ids: [Int64] = []
+            for try await id in group { ids.append(id) }
+            return ids
+        }
+        #expect(Set(ids).count == 300)
+        let count = try await temporary.database.read { try $0.prepare("SELECT count(*) FROM users").firstInteger() }
+        #expect(count == 300)
+    }
+
+    @Test func oneFailingWriteInABatchDoesNotUndoTheOthers() async throws {
+        let store = self.store
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<50 {
+                // Every other insert reuses one email: exactly one of those may win.
+                let email = index.isMultiple(of: 2) ? "same@x.io" : "u\(index)@x.io"
+                group.addTask { (try? await store.createUser(name: "n", email: email)) != nil }
+            }
+            var results: [Bool] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        #expect(results.filter { $0 }.count == 26)
+        let count = try await temporary.database.read { try $0.prepare("SELECT count(*) FROM users").firstInteger() }
+        #expect(count == 26)
+    }
+
+    @Test func readsFromAnAttachedThreadRunInline() async throws {
+        _ = try await store.createUser(name: "a", email: "a@x.io")
+        // A plain thread with its own reader reads without any hop.
+        let database = temporary.database
+        let found = await withCheckedContinuation { continuation in
+            Thread {
+                database.attachReaderToCurrentThread()
+                let connection = ThreadReaders.connection(for: database)
+                let count = try? connection?.prepare("SELECT count(*) FROM users").firstInteger()
+                database.detachReaderFromCurrentThread()
+                continuation.resume(returning: count ?? -1)
+            }.start()
+        }
+        #expect(found == 1)
+    }
+
+    @Test func writesAfterCloseFailAsUnavailable() async throws {
+        temporary.database.close()
+        await #expect(throws: StoreError.unavailable("shutting down, try again")) {
+            try await store.createUser(name: "late", email: "late@x.io")
+        }
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import HTTP
+import SQLite
+import Store
+import Synchronization
+import Testing
+
+@testable import UsersApp
+
+/// The user routes through the router, without a socket, on a temporary database.
+@Suite struct UserRoutesTests {
+    let directory: URL
+    let database: Database
+    let responder: RouterResponder
+
+    init() async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-app-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        database = try Database(options: DatabaseOptions(path: directory.appendingPathComponent("db.sqlite3").path))
+        try await Migrations.migrate(database)
+        let application = Application(store: SQLiteStore(database: database))
+        responder = application.makeRouter().buildResponder(onError: Application.errorResponse)
+    }
+
+    func send(_ method: String, _ path: String, json: String? = nil, contentType: String? = "application/json", query: String = "") async -> (Int, JSONValue?, Response) {
+        let request = Request(
+            method: method, path: path, query: query,
+            contentType: json == nil ? nil : contentType,
+            body: json.map { Array($0.utf8) } ?? []
+        )
+        let response = await responder.respond(to: request)
+        var bytes: [UInt8] = []
+        switch response.body {
+        case .bytes(let body): bytes = body
+        case .stream(let produce):
+            let collector = Collector()
+            try? await produce(collector)
+            bytes = collector.bytes.withLock { $0 }
+        }
+        return (response.status.code, bytes.isEmpty ? nil : try? JSONParser.parse(bytes), response)
+    }
+
+    @Test func tutorialWalkthrough() async {
+        let (status, body, response) = await send("POST", "/add-user", json: #"{"username": "alice", "email": "alice@example.com"}"#)
+        #expect(status == 201)
+        #expect(body?["message"] == .string("User created"))
+        #expect(body?["user"]?["name"] == .string("alice"))
+        #expect(response.header("Location") == "/users/1")
+        let (getStatus, user, _) = await send("GET", "/user/1")
+        #expect(getStatus == 200)
+        #expect(user == .object(["id": .number(1, integer: 1), "name": .string("alice"), "email": .string("alice@example.com")]))
+        let (listStatus, list, _) = await send("GET", "/users")
+        #expect(listStatus == 200)
+        #expect(list == .array([user!]))
+    }
+
+    @Test(arguments: [
+        (#"{"name": "a", "email": "a@x.io"#, 400),
+        (#"["name"]"#, 400),
+        (#""just a string""#, 400),
+        (#"{"name": 123, "email": "a@x.io"}"#, 400),
+        (#"{"name": "a", "email": true}"#, 400),
+        (#"{"email": "a@x.io"}"#, 422),
+        (#"{"name": null, "email": "a@x.io"}"#, 422),
+        (#"{"name": "   ", "email": "a@x.io"}"#, 422),
+        (#"{"name": "a"}"#, 422),
+        (#"{"name": "a", "email": "a@b"}"#, 422),
+        (#"{"name": "a", "email": "a@@b.c"}"#, 422),
+        (#"{"name": "a", "email": "@b.c"}"#, 422),
+        (#"{"name": "a", "email": "a@b."}"#, 422),
+        (#"{"name": "a", "email": "a b@c.d"}"#, 422),
+    ])
+    func badInputGetsTheRightStatus(_ body: String, _ expected: Int) async {
+        let (status, json, _) = await send("POST", "/users", json: body)
+        #expect(status == expected)
+        if case .string(let message)? = json?["error"] { #expect(!message.isEmpty) } else { Issue.record("no error message") }
+    }
+
+    @Test func fieldIsNamedInValidationErrors() async {
+        let (_, json, _) = await send("POST", "/users", json: #"{"name": "a", "email": "nope"}"#)
+        #expect(json?["field"] == .string("email"))
+    }
+
+    @Test func nameLengthCountsCodePointsAfterTrimming() async {
+        let fifty = String(repeating: "😀", count: 50)
+        #expect(await send("POST", "/users", json: #"{"name": "  \#(fifty)  ", "email": "a@x.io"}"#).0 == 201)
+        #expect(await send("POST", "/users", json: #"{"name": "\#(fifty)😀", "email": "b@x.io"}"#).0 == 422)
+    }
+
+    @Test func contentTypeMustBeJSON() async {
+        #expect(await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#, contentType: "text/plain").0 == 415)
+        #expect(await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#, contentType: nil).0 == 415)
+        #expect(await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#, contentType: "application/json; charset=utf-8").0 == 201)
+        #expect(await send("POST", "/users", json: "", contentType: "application/json").0 == 400)
+    }
+
+    @Test func duplicateEmailIs409() async {
+        #expect(await send("POST", "/users", json: #"{"name":"a","email":"Bob@X.io"}"#).0 == 201)
+        let (status, json, _) = await send("POST", "/add-user", json: #"{"name":"b","email":"bob@x.io"}"#)
+        #expect(status == 409)
+        #expect(json?["field"] == .string("email"))
+    }
+
+    @Test(arguments: ["abc", "0", "-1", "99999999999999999999999", "1.5", "999"])
+    func unknownOrInvalidIdsAre404(_ id: String) async {
+        let (status, json, _) = await send("GET", "/user/\(id)")
+        #expect(status == 404)
+        #expect(json == .object(["error": .string("User not found")]))
+    }
+
+    @Test func patchAndDelete() async {
+        _ = await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#)
+        let (status, json, _) = await send("PATCH", "/users/1", json: #"{"name":"renamed"}"#)
+        #expect(status == 200)
+        #expect(json?["name"] == .string("renamed"))
+        #expect(json?["email"] == .string("a@x.io"))
+        #expect(await send("PATCH", "/users/1", json: #"{"other":1}"#).0 == 422)
+        #expect(await send("PATCH", "/users/2", json: #"{"name":"x"}"#).0 == 404)
+        #expect(await send("DELETE", "/users/1").0 == 204)
+        #expect(await send("DELETE", "/users/1").0 == 404)
+    }
+
+    @Test func listPagingAndItsErrors() async {
+        for index in 1...5 { _ = await send("POST", "/users", json: #"{"name":"u","email":"u\#(index)@x.io"}"#) }
+        let (_, page, _) = await send("GET", "/users", query: "limit=2&after_id=2")
+        guard case .array(let users)? = page else {
+            Issue.record("not an array")
+            return
+        }
+        #expect(users.map { $0["id"] } == [.number(3, integer: 3), .number(4, integer: 4)])
+        #expect(await send("GET", "/users", query: "limit=0").1?["field"] == .string("limit"))
+        #expect(await send("GET", "/users", query: "limit=x").0 == 422)
+        #expect(await send("GET", "/users", query: "after_id=-1").1?["field"] == .string("after_id"))
+    }
+}
+
+/// Collects a streamed body.
+final class Collector: BodyWriter {
+    let bytes = Mutex<[UInt8]>([])
+    func write(_ chunk: [UInt8]) async throws { bytes.withLock { $0.append(contentsOf: chunk) } }
+}

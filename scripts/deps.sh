@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build, run and test usersd.
+# Safe to run again: it only calls apt-get/pip when something is missing.
+#   scripts/deps.sh run    # build + run: libfcgi-dev, libsqlite3-dev, nginx
+#   scripts/deps.sh test   # + test tools: sqlite3, spawn-fcgi, curl, pytest, requests
+set -euo pipefail
+mode="${1:-run}"
+
+packages=(libfcgi-dev libsqlite3-dev nginx-light curl)
+if [[ "$mode" == test || "$mode" == bench ]]; then
+  packages+=(sqlite3 spawn-fcgi libfcgi-bin systemd python3)
+fi
+if [[ "$mode" == bench ]]; then
+  packages+=(wrk php8.2-fpm php8.2-sqlite3)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}" >&2
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null; then
+  for candidate in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+    [[ -x "$candidate/swift" ]] && { echo "deps: add $candidate to PATH" >&2; break; }
+  done
+  echo "deps: the Swift 6 toolchain is needed (https://www.swift.org/install/linux/)" >&2
+  exit 1
+fi
+
+if [[ "$mode" == test ]]; then
+  python3 -c 'import pytest, requests' 2>/dev/null || python3 -m pip install -q pytest requests
+fi
