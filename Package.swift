@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "SQLite", dependencies: ["CSQLite"], swiftSettings: swiftSettings),
         .target(name: "Lifecycle", swiftSettings: swiftSettings),
         .target(name: "Store", dependencies: ["SQLite"], swiftSettings: swiftSettings),
-        .target(name: "Scheduler", dependencies: ["Store", "Lifecycle"], swiftSettings: swiftSettings),
+        .target(name: "Scheduler", dependencies: ["Store", "Lifecycle", "HTTP"], swiftSettings: swiftSettings),
         .target(
             name: "UsersApp",
             dependencies: ["HTTP", "FastCGI", "Store", "Scheduler", "Lifecycle"],
@@ -34,7 +34,7 @@ let package = Package(
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SQLite"], swiftSettings: swiftSettings),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "HTTP"], swiftSettings: swiftSettings),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Store"], swiftSettings: swiftSettings),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Store", "SQLite", "HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "UsersAppTests", dependencies: ["UsersApp", "HTTP", "Store"], swiftSettings: swiftSettings),
     ]
 )

@@ -116,6 +116,8 @@ func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
         if error.isBusy { throw StoreError.unavailable("database is busy, try again") }
         if error.isResourceFailure { throw StoreError.unavailable("database unavailable: \(error.message)") }
         throw error
+    } catch let error as StoreError {
+        throw error
     } catch is DatabaseClosedError {
         throw StoreError.unavailable("shutting down, try again")
     }

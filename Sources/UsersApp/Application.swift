@@ -1,19 +1,24 @@
 public import HTTP
 import Lifecycle
+public import Scheduler
 public import Store
 
 /// Builds the HTTP side of usersd: routes, error mapping, access log.
 public struct Application: Sendable {
     public let store: any UserStore
+    public let scheduler: TaskScheduler?
 
-    public init(store: any UserStore) {
+    public init(store: any UserStore, scheduler: TaskScheduler? = nil) {
         self.store = store
+        self.scheduler = scheduler
     }
 
     /// The router with every route of the API.
     public func makeRouter(mountPrefix: String = "") -> Router {
         var router = Router(mountPrefix: mountPrefix)
-        UserRoutes(store: store).register(on: &router)
+        let scheduler = self.scheduler
+        UserRoutes(store: store, userCreated: { scheduler?.wakeUp() }).register(on: &router)
+        if let scheduler { TaskRoutes(scheduler: scheduler).register(on: &router) }
         let store = self.store
         router.get("/healthz") { _, _ in
             do {
@@ -38,6 +43,8 @@ public struct Application: Sendable {
         switch error {
         case StoreError.duplicateEmail:
             return HTTPError(.conflict, "A user with this email already exists", field: "email").response
+        case TaskStoreError.queueFull:
+            return HTTPError(.serviceUnavailable, "Task queue is full, try again later", headers: [.init("Retry-After", "5")]).response
         case StoreError.unavailable(let message):
             Log.warning("database unavailable", ["request_id": request.requestID, "error": message])
             return HTTPError(.serviceUnavailable, message, headers: [.init("Retry-After", "1")]).response

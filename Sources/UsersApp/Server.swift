@@ -3,6 +3,7 @@ import Foundation
 import HTTP
 import Lifecycle
 import SQLite
+import Scheduler
 import Store
 
 /// `usersd serve`: the process's start and stop sequence.
@@ -42,8 +43,33 @@ struct Server {
             return 1
         }
 
-        let store = SQLiteStore(database: database)
-        let application = Application(store: store)
+        let maxAttempts = configuration.taskMaxAttempts
+        // The welcome task is inserted in the same transaction as its user
+        // (transactional outbox): both commit, or neither.
+        let store = SQLiteStore(database: database) { connection, user in
+            _ = try SQLiteStore.insertTask(
+                NewTask(kind: "welcome", payload: BuiltInTasks.welcomePayload(userID: user.id),
+                        maxAttempts: maxAttempts, runAt: SystemClock().now()),
+                on: connection
+            )
+        }
+        var schedulerConfiguration = TaskScheduler.Configuration()
+        schedulerConfiguration.concurrency = configuration.taskConcurrency
+        schedulerConfiguration.queueLimit = configuration.taskQueueLimit
+        schedulerConfiguration.maxAttempts = configuration.taskMaxAttempts
+        let scheduler = TaskScheduler(
+            store: store,
+            registry: TaskRegistry([BuiltInTasks.sleep, BuiltInTasks.welcome(store: store)]),
+            configuration: schedulerConfiguration
+        )
+        do {
+            try blockingWait { try await scheduler.start() }
+        } catch {
+            Log.error("cannot start the task scheduler", ["error": "\(error)"])
+            database.close()
+            return 1
+        }
+        let application = Application(store: store, scheduler: scheduler)
         let responder = application.makeResponder(
             mountPrefix: configuration.mountPrefix,
             slowRequestMilliseconds: configuration.slowRequestMilliseconds
@@ -79,6 +105,8 @@ struct Server {
                 notifier.notify("STOPPING=1\nSTATUS=draining")
                 let clean = server.drain(grace: configuration.shutdownGraceSeconds)
                 if !clean { Log.warning("requests still running after the grace period; exiting anyway") }
+                let grace = Int64(configuration.taskGraceSeconds * 1000)
+                _ = try? blockingWait { await scheduler.shutdown(graceMilliseconds: grace) }
                 database.close()
                 Log.info("stopped")
                 return 0

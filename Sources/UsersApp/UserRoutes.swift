@@ -5,6 +5,8 @@ import Store
 /// REST-style `/users/<id>`.
 struct UserRoutes: Sendable {
     let store: any UserStore
+    /// Called after a user was created (its welcome task is already committed).
+    var userCreated: @Sendable () -> Void = {}
     /// Rows per database read while streaming `GET /users`: one short read
     /// transaction per page, so a long listing never pins the WAL.
     static let pageSize = 500
@@ -27,6 +29,7 @@ struct UserRoutes: Sendable {
         let name = try UserValidation.name(in: members, required: true)!
         let email = try UserValidation.email(in: members, required: true)!
         let user = try await store.createUser(name: name, email: email)
+        userCreated()
         return Response.json(.created, headers: [("Location", "/users/\(user.id)")]) { json in
             json.object { object in
                 object.field("message", "User created")

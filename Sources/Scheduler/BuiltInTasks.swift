@@ -1,0 +1,63 @@
+import HTTP
+import Lifecycle
+public import Store
+
+/// The task kinds usersd ships.
+public enum BuiltInTasks {
+    public static let sleepDefaultSeconds = 5.0
+    public static let sleepMaximumSeconds = 3600.0
+
+    /// `sleep` — `{"seconds": N}` (0 < N ≤ 3600, default 5): the tutorial's demo task.
+    public static let sleep = TaskKind(
+        name: "sleep",
+        validate: { payload in
+            var seconds = sleepDefaultSeconds
+            switch payload["seconds"] {
+            case nil, .null?: break
+            case .number(let value, _)?:
+                guard value > 0, value <= sleepMaximumSeconds else {
+                    throw TaskPayloadError(field: "seconds", message: "seconds must be more than 0 and at most 3600")
+                }
+                seconds = value
+            case let other?:
+                throw TaskPayloadError(field: "seconds", message: "seconds must be a number, not \(other.typeName)")
+            }
+            return JSONWriter.text(["seconds": .number(seconds, integer: seconds == seconds.rounded() ? Int64(seconds) : nil)])
+        },
+        run: { context in
+            guard case .number(let seconds, _)? = context.payload["seconds"] else {
+                throw TaskPayloadError(field: "seconds", message: "stored payload has no seconds")
+            }
+            let start = context.clock.now()
+            try await context.clock.sleep(until: start + Int64(seconds * 1000))
+            Log.info("Background task completed", ["task_id": String(context.task.id), "kind": "sleep"])
+            return JSONWriter.text(["slept_seconds": .number(seconds, integer: nil)])
+        }
+    )
+
+    /// `welcome` — `{"user_id": N}`: writes the welcome message for a new user into the
+    /// outbox (where a mail sender would read it), exactly once per user.
+    public static func welcome(store: any TaskStore) -> TaskKind {
+        TaskKind(
+            name: "welcome",
+            validate: { payload in
+                guard case .number(_, let id?)? = payload["user_id"], id > 0 else {
+                    throw TaskPayloadError(field: "user_id", message: "user_id must be a positive whole number")
+                }
+                return JSONWriter.text(["user_id": .number(Double(id), integer: id)])
+            },
+            run: { context in
+                guard case .number(_, let id?)? = context.payload["user_id"] else {
+                    throw TaskPayloadError(field: "user_id", message: "stored payload has no user_id")
+                }
+                let written = try await store.writeWelcome(userID: id)
+                return JSONWriter.text(["outbox": .string(written ? "written" : "user no longer exists")])
+            }
+        )
+    }
+
+    /// The payload of the welcome task enqueued with a new user.
+    public static func welcomePayload(userID: Int64) -> String {
+        JSONWriter.text(["user_id": .number(Double(userID), integer: userID)])
+    }
+}

@@ -1,0 +1,72 @@
+public import HTTP
+public import Store
+
+/// A client's payload did not fit the task kind: 422 naming the field.
+public struct TaskPayloadError: Error, Sendable, Equatable {
+    public var field: String
+    public var message: String
+
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+}
+
+/// What a running task gets: its row, its decoded payload, and the scheduler's clock.
+public struct TaskContext: Sendable {
+    public let task: TaskRecord
+    public let payload: [String: JSONValue]
+    public let clock: any SchedulerClock
+}
+
+/// One kind of background task: how to check a payload and how to run it.
+public struct TaskKind: Sendable {
+    public let name: String
+    /// Checks a client's payload and returns it as canonical JSON text.
+    public let validate: @Sendable ([String: JSONValue]) throws -> String
+    /// Runs one attempt; returns the result as JSON text. Must be cancellable: use
+    /// `Task.sleep`/`clock.sleep` and check cancellation, never block a thread.
+    public let run: @Sendable (TaskContext) async throws -> String
+
+    public init(
+        name: String,
+        validate: @escaping @Sendable ([String: JSONValue]) throws -> String,
+        run: @escaping @Sendable (TaskContext) async throws -> String
+    ) {
+        self.name = name
+        self.validate = validate
+        self.run = run
+    }
+}
+
+/// The task kinds the scheduler knows, by name.
+public struct TaskRegistry: Sendable {
+    public private(set) var kinds: [String: TaskKind] = [:]
+
+    public init(_ kinds: [TaskKind] = []) {
+        for kind in kinds { register(kind) }
+    }
+
+    public mutating func register(_ kind: TaskKind) {
+        kinds[kind.name] = kind
+    }
+
+    /// The canonical payload for `kind`; throws `TaskPayloadError` for an unknown
+    /// kind (field `kind`) or a payload the kind rejects.
+    public func validate(kind: String, payload: [String: JSONValue]) throws -> String {
+        guard let taskKind = kinds[kind] else {
+            let known = kinds.keys.sorted().joined(separator: ", ")
+            throw TaskPayloadError(field: "kind", message: "unknown task kind '\(kind)' (known: \(known))")
+        }
+        return try taskKind.validate(payload)
+    }
+}
+
+extension JSONWriter {
+    /// Compact JSON text for an object with sorted keys (canonical payloads).
+    public static func text(_ members: [String: JSONValue]) -> String {
+        var writer = JSONWriter()
+        writer.value(.object(members))
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+}

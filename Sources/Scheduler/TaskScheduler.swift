@@ -1,0 +1,260 @@
+public import HTTP
+import Lifecycle
+public import Store
+
+/// The background-task scheduler: an actor that claims due tasks from the store in
+/// order, runs each as its own `Task` on the cooperative pool (at most `concurrency`
+/// at once), retries failures with back-off, cancels on request, and on shutdown
+/// gives running tasks a grace period before re-queuing them.
+///
+/// Every transition is persisted before it is reported (the `events` callback, the
+/// HTTP answer). It sleeps until woken — by an enqueue, a finished task, or the next
+/// due time — and never polls.
+public actor TaskScheduler {
+    public struct Configuration: Sendable {
+        public var concurrency = 4
+        public var queueLimit = 10_000
+        public var maxAttempts = 5
+        public var retry = RetryPolicy()
+        /// A number in 0..<1 for retry jitter (injectable for tests).
+        public var random: @Sendable () -> Double = { Double.random(in: 0..<1) }
+        /// Observes every persisted transition (tests await these instead of sleeping).
+        public var onEvent: (@Sendable (Event) -> Void)?
+
+        public init() {}
+    }
+
+    public enum Event: Sendable, Equatable {
+        case recovered([Int64])
+        case started(Int64)
+        case retried(Int64, runAt: Int64)
+        case requeued(Int64)
+        case finished(Int64, TaskState)
+    }
+
+    private enum Phase {
+        case idle, running, stopping, stopped
+    }
+
+    public nonisolated let store: any TaskStore
+    public nonisolated let registry: TaskRegistry
+    public nonisolated let clock: any SchedulerClock
+    public nonisolated let configuration: Configuration
+    private nonisolated let wake = WakeSignal()
+    private var phase = Phase.idle
+    private var running: [Int64: Task<Void, Never>] = [:]
+    private var cancelRequested: Set<Int64> = []
+    private var stoppedByShutdown: Set<Int64> = []
+    private var loop: Task<Void, Never>?
+
+    public init(store: any TaskStore, registry: TaskRegistry, clock: any SchedulerClock = SystemClock(),
+                configuration: Configuration = Configuration()) {
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.configuration = configuration
+    }
+
+    private func emit(_ event: Event) {
+        configuration.onEvent?(event)
+    }
+
+    /// Recovers tasks a crash left `running`, then starts the claim loop.
+    public func start() async throws {
+        guard phase == .idle else { return }
+        let recovered = try await store.recoverInterrupted(now: clock.now())
+        if !recovered.isEmpty {
+            Log.warning("re-queued tasks interrupted by a restart", ["ids": recovered.map(String.init).joined(separator: ",")])
+        }
+        emit(.recovered(recovered))
+        phase = .running
+        loop = Task(executorPreference: globalConcurrentExecutor) { await self.runLoop() }
+    }
+
+    /// Tells the loop there may be new work (a task was inserted elsewhere, e.g. the
+    /// welcome task in a user insert).
+    public nonisolated func wakeUp() {
+        wake.signal()
+    }
+
+    /// The number of tasks running right now.
+    public var runningCount: Int { running.count }
+
+    // MARK: - Enqueue
+
+    /// Validates and persists a task; returns after commit. Throws `TaskPayloadError`
+    /// (422) or `TaskStoreError.queueFull` (503).
+    public nonisolated func enqueue(
+        kind: String, payload: [String: JSONValue], maxAttempts: Int? = nil, delayMilliseconds: Int64 = 0,
+        idempotencyKey: String? = nil
+    ) async throws -> (task: TaskRecord, created: Bool) {
+        let canonical = try registry.validate(kind: kind, payload: payload)
+        let task = NewTask(
+            kind: kind, payload: canonical, maxAttempts: maxAttempts ?? configuration.maxAttempts,
+            runAt: clock.now() + delayMilliseconds, idempotencyKey: idempotencyKey
+        )
+        let result = try await store.enqueue(task, queueLimit: configuration.queueLimit)
+        if result.created { wake.signal() }
+        return result
+    }
+
+    // MARK: - Loop
+
+    private func runLoop() async {
+        while phase == .running {
+            var storeFailed = false
+            do {
+                try await fillSlots()
+            } catch {
+                Log.error("claiming tasks failed", ["error": "\(error)"])
+                storeFailed = true
+            }
+            guard phase == .running else { break }
+            var deadline: Int64?
+            if running.count < configuration.concurrency {
+                deadline = storeFailed ? clock.now() + 1000 : ((try? await store.nextRunAt()) ?? nil)
+            }
+            guard phase == .running else { break }
+            if let deadline, deadline <= clock.now(), !storeFailed { continue }
+            await waitForWake(until: deadline)
+        }
+    }
+
+    /// Waits for a signal, or until `deadline` when there is one.
+    private func waitForWake(until deadline: Int64?) async {
+        let timer = deadline.map { deadline in
+            Task(executorPreference: globalConcurrentExecutor) { [clock, wake] in
+                do {
+                    try await clock.sleep(until: deadline)
+                    wake.signal()
+                } catch {}
+            }
+        }
+        await wake.wait()
+        timer?.cancel()
+    }
+
+    private func fillSlots() async throws {
+        while phase == .running, running.count < configuration.concurrency {
+            let claimed = try await store.claimDue(now: clock.now(), limit: configuration.concurrency - running.count)
+            if claimed.isEmpty { return }
+            for task in claimed { launch(task) }
+        }
+    }
+
+    private func launch(_ task: TaskRecord) {
+        emit(.started(task.id))
+        let kind = registry.kinds[task.kind]
+        let clock = self.clock
+        let handle = Task(executorPreference: globalConcurrentExecutor) {
+            let outcome: Result<String, any Error>
+            do {
+                guard let kind else { throw TaskPayloadError(field: "kind", message: "unknown task kind '\(task.kind)'") }
+                let payload: [String: JSONValue]
+                if case .object(let members) = try JSONParser.parse(Array(task.payload.utf8)) {
+                    payload = members
+                } else {
+                    payload = [:]
+                }
+                outcome = .success(try await kind.run(TaskContext(task: task, payload: payload, clock: clock)))
+            } catch {
+                outcome = .failure(error)
+            }
+            await self.finish(task, outcome)
+        }
+        running[task.id] = handle
+        if cancelRequested.contains(task.id) || phase != .running {
+            if phase != .running { stoppedByShutdown.insert(task.id) }
+            handle.cancel()
+        }
+    }
+
+    /// Persists how an attempt ended, then frees its slot.
+    private func finish(_ task: TaskRecord, _ outcome: Result<String, any Error>) async {
+        do {
+            switch outcome {
+            case .success(let result):
+                if try await store.markSucceeded(id: task.id, result: result) { emit(.finished(task.id, .succeeded)) }
+            case .failure(let error):
+                if cancelRequested.remove(task.id) != nil {
+                    if try await store.markCancelled(id: task.id) { emit(.finished(task.id, .cancelled)) }
+                } else if stoppedByShutdown.remove(task.id) != nil {
+                    if try await store.requeue(id: task.id, now: clock.now()) { emit(.requeued(task.id)) }
+                } else {
+                    let message = Self.describe(error)
+                    switch TaskStateMachine.afterFailure(attempts: task.attempts, maxAttempts: task.maxAttempts) {
+                    case .retry:
+                        let delay = configuration.retry.delay(afterAttempt: task.attempts, random: configuration.random())
+                        let runAt = clock.now() + delay
+                        if try await store.markRetry(id: task.id, runAt: runAt, error: message) {
+                            Log.warning("task failed, will retry", ["task_id": String(task.id), "error": message, "attempt": String(task.attempts)])
+                            emit(.retried(task.id, runAt: runAt))
+                        }
+                    default:
+                        if try await store.markFailed(id: task.id, error: message) {
+                            Log.error("task failed", ["task_id": String(task.id), "error": message, "attempts": String(task.attempts)])
+                            emit(.finished(task.id, .failed))
+                        }
+                    }
+                }
+            }
+        } catch {
+            // The row stays `running`; the next start re-queues it (recovery).
+            Log.error("could not persist task outcome", ["task_id": String(task.id), "error": "\(error)"])
+        }
+        running[task.id] = nil
+        wake.signal()
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let payload = error as? TaskPayloadError { return "\(payload.field): \(payload.message)" }
+        if error is CancellationError { return "cancelled" }
+        return "\(error)"
+    }
+
+    // MARK: - Cancel
+
+    /// Cancels a task: a queued one at once; a running one by cancelling its Swift
+    /// task and waiting until that ended. Returns the task as persisted afterwards.
+    public func cancel(id: Int64) async throws -> CancelOutcome {
+        let outcome = try await store.cancel(id: id)
+        switch outcome {
+        case .cancelled:
+            emit(.finished(id, .cancelled))
+            wake.signal()
+            return outcome
+        case .running(let task):
+            cancelRequested.insert(id)
+            guard let handle = running[id] else { return .running(task) }
+            handle.cancel()
+            await handle.value
+            guard let after = try await store.task(id: id) else { return .notFound }
+            return after.state == .cancelled ? .cancelled(after) : .alreadyFinished(after)
+        case .alreadyFinished, .notFound:
+            return outcome
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Stops claiming, lets running tasks finish within `graceMilliseconds`, then
+    /// cancels the rest and puts them back to `queued`. Returns when nothing runs.
+    public func shutdown(graceMilliseconds: Int64) async {
+        guard phase == .running || phase == .idle else { return }
+        phase = .stopping
+        wake.signal()
+        await loop?.value
+        let deadline = clock.now() + graceMilliseconds
+        while !running.isEmpty, clock.now() < deadline {
+            await waitForWake(until: deadline)
+        }
+        for (id, handle) in running {
+            stoppedByShutdown.insert(id)
+            handle.cancel()
+        }
+        while let handle = running.values.first {
+            await handle.value
+        }
+        phase = .stopped
+    }
+}

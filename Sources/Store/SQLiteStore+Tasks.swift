@@ -1,0 +1,220 @@
+import Foundation
+public import SQLite
+
+extension SQLiteStore: TaskStore {
+    static let taskColumns =
+        "id, kind, payload, state, attempts, max_attempts, run_at, created_at, started_at, finished_at, last_error, result, idempotency_key"
+
+    static func task(from row: Statement) -> TaskRecord {
+        TaskRecord(
+            id: row.integer(0), kind: row.text(1), payload: row.text(2),
+            state: TaskState(rawValue: row.text(3)) ?? .failed,
+            attempts: Int(row.integer(4)), maxAttempts: Int(row.integer(5)), runAt: row.integer(6),
+            createdAt: row.text(7), startedAt: row.optionalText(8), finishedAt: row.optionalText(9),
+            lastError: row.optionalText(10), result: row.optionalText(11), idempotencyKey: row.optionalText(12)
+        )
+    }
+
+    /// Inserts a task inside an open write transaction (used by `enqueue` and by the
+    /// user insert, which enqueues the welcome task in the same transaction).
+    public static func insertTask(_ task: NewTask, on connection: Connection) throws -> TaskRecord {
+        let statement = try connection.cached(
+            """
+            INSERT INTO tasks (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at, idempotency_key)
+            VALUES (?, ?, 'queued', 0, ?, ?, \(SQLNow.text), \(SQLNow.text), ?) RETURNING \(taskColumns)
+            """
+        )
+        try statement.bind([
+            .text(task.kind), .text(task.payload), .integer(Int64(task.maxAttempts)), .integer(task.runAt),
+            task.idempotencyKey.map { .text($0) } ?? .null,
+        ])
+        guard try statement.step() else { throw StoreError.unavailable("insert returned no row") }
+        let record = Self.task(from: statement)
+        try statement.run()
+        return record
+    }
+
+    public func enqueue(_ task: NewTask, queueLimit: Int) async throws -> (task: TaskRecord, created: Bool) {
+        try await mapErrors {
+            try await database.write { connection in
+                if let key = task.idempotencyKey {
+                    let existing = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE idempotency_key = ?")
+                    try existing.bind([.text(key)])
+                    defer { try? existing.run() }
+                    if try existing.step() { return (Self.task(from: existing), false) }
+                }
+                let queued = try connection.cached("SELECT count(*) FROM tasks WHERE state = 'queued'").firstInteger() ?? 0
+                guard queued < queueLimit else { throw TaskStoreError.queueFull }
+                return (try Self.insertTask(task, on: connection), true)
+            }
+        }
+    }
+
+    public func task(id: Int64) async throws -> TaskRecord? {
+        try await mapErrors {
+            try await database.read { connection in
+                let statement = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE id = ?")
+                try statement.bind([.integer(id)])
+                defer { try? statement.run() }
+                return try statement.step() ? Self.task(from: statement) : nil
+            }
+        }
+    }
+
+    public func tasks(state: TaskState?, afterID: Int64, limit: Int) async throws -> [TaskRecord] {
+        try await mapErrors {
+            try await database.read { connection in
+                let statement: Statement
+                if let state {
+                    statement = try connection.cached(
+                        "SELECT \(Self.taskColumns) FROM tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?")
+                    try statement.bind([.text(state.rawValue), .integer(afterID), .integer(Int64(limit))])
+                } else {
+                    statement = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE id > ? ORDER BY id LIMIT ?")
+                    try statement.bind([.integer(afterID), .integer(Int64(limit))])
+                }
+                var records: [TaskRecord] = []
+                try statement.forEachRow { records.append(Self.task(from: $0)) }
+                return records
+            }
+        }
+    }
+
+    public func claimDue(now: Int64, limit: Int) async throws -> [TaskRecord] {
+        try await mapErrors {
+            try await database.write { connection in
+                let statement = try connection.cached(
+                    """
+                    UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = \(SQLNow.text),
+                        updated_at = \(SQLNow.text)
+                    WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT ?)
+                    RETURNING \(Self.taskColumns)
+                    """
+                )
+                try statement.bind([.integer(now), .integer(Int64(limit))])
+                var records: [TaskRecord] = []
+                try statement.forEachRow { records.append(Self.task(from: $0)) }
+                return records.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
+            }
+        }
+    }
+
+    public func nextRunAt() async throws -> Int64? {
+        try await mapErrors {
+            try await database.read { connection in
+                try connection.cached("SELECT min(run_at) FROM tasks WHERE state = 'queued'").firstInteger()
+            }
+        }
+    }
+
+    private func transition(_ sql: String, _ values: [Statement.Value]) async throws -> Bool {
+        try await mapErrors {
+            try await database.write { connection in
+                try connection.cached(sql).bind(values).run()
+                return connection.changes > 0
+            }
+        }
+    }
+
+    public func markSucceeded(id: Int64, result: String) async throws -> Bool {
+        try await transition(
+            "UPDATE tasks SET state = 'succeeded', result = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            [.text(result), .integer(id)])
+    }
+
+    public func markRetry(id: Int64, runAt: Int64, error: String) async throws -> Bool {
+        try await transition(
+            "UPDATE tasks SET state = 'queued', run_at = ?, last_error = ?, updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            [.integer(runAt), .text(error), .integer(id)])
+    }
+
+    public func markFailed(id: Int64, error: String) async throws -> Bool {
+        try await transition(
+            "UPDATE tasks SET state = 'failed', last_error = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            [.text(error), .integer(id)])
+    }
+
+    public func markCancelled(id: Int64) async throws -> Bool {
+        try await transition(
+            "UPDATE tasks SET state = 'cancelled', finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            [.integer(id)])
+    }
+
+    public func requeue(id: Int64, now: Int64) async throws -> Bool {
+        try await transition(
+            "UPDATE tasks SET state = 'queued', run_at = ?, attempts = max(attempts - 1, 0), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            [.integer(now), .integer(id)])
+    }
+
+    public func cancel(id: Int64) async throws -> CancelOutcome {
+        try await mapErrors {
+            try await database.write { connection in
+                let update = try connection.cached(
+                    "UPDATE tasks SET state = 'cancelled', finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'queued' RETURNING \(Self.taskColumns)"
+                )
+                try update.bind([.integer(id)])
+                if try update.step() {
+                    let record = Self.task(from: update)
+                    try update.run()
+                    return .cancelled(record)
+                }
+                let select = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE id = ?")
+                try select.bind([.integer(id)])
+                defer { try? select.run() }
+                guard try select.step() else { return .notFound }
+                let record = Self.task(from: select)
+                return record.state == .running ? .running(record) : .alreadyFinished(record)
+            }
+        }
+    }
+
+    public func recoverInterrupted(now: Int64) async throws -> [Int64] {
+        try await mapErrors {
+            try await database.write { connection in
+                var ids: [Int64] = []
+                try connection.prepare(
+                    "UPDATE tasks SET state = 'failed', last_error = 'interrupted by a restart with no attempts left', finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE state = 'running' AND attempts >= max_attempts RETURNING id"
+                ).forEachRow { ids.append($0.integer(0)) }
+                try connection.prepare(
+                    "UPDATE tasks SET state = 'queued', run_at = ?, last_error = 'interrupted by a restart', updated_at = \(SQLNow.text) WHERE state = 'running' RETURNING id"
+                ).bind([.integer(now)]).forEachRow { ids.append($0.integer(0)) }
+                return ids
+            }
+        }
+    }
+
+    public func writeWelcome(userID: Int64) async throws -> Bool {
+        try await mapErrors {
+            try await database.write { connection in
+                let user = try connection.cached("SELECT name, email FROM users WHERE id = ?")
+                try user.bind([.integer(userID)])
+                defer { try? user.run() }
+                guard try user.step() else { return false }
+                let name = user.text(0)
+                let email = user.text(1)
+                // UNIQUE(user_id) + DO NOTHING: a retried task never writes a second row.
+                try connection.cached(
+                    "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, \(SQLNow.text)) ON CONFLICT (user_id) DO NOTHING"
+                ).bind([
+                    .integer(userID), .text(email), .text("Welcome to usersd"),
+                    .text("Hello \(name), your account is ready."),
+                ]).run()
+                return true
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch as ISO 8601 UTC (for `run_at`).
+public func isoTimestamp(milliseconds: Int64) -> String {
+    let date = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+    var components = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: date)
+    components.nanosecond = nil
+    func pad(_ value: Int?, _ width: Int) -> String {
+        let text = String(value ?? 0)
+        return String(repeating: "0", count: max(0, width - text.count)) + text
+    }
+    let millis = Int(((milliseconds % 1000) + 1000) % 1000)
+    return "\(pad(components.year, 4))-\(pad(components.month, 2))-\(pad(components.day, 2))T"
+        + "\(pad(components.hour, 2)):\(pad(components.minute, 2)):\(pad(components.second, 2)).\(pad(millis, 3))Z"
+}

@@ -1,0 +1,501 @@
+"""Harness for the end-to-end tests: the real usersd binary behind real nginx.
+
+Everything lives in a fresh temporary directory per fixture: the FastCGI socket,
+the SQLite database, usersd's log (stderr), the systemd notify socket and
+nginx's prefix (config, pid, temp and log files).
+
+    with tempfile.TemporaryDirectory() as d:
+        svc = Service(d).start()          # waits for READY=1 on NOTIFY_SOCKET
+        web = Nginx(d, svc.socket).start()  # shipped site, waits for the port
+        requests.get(web.url("/healthz"))
+        svc.stop()                        # SIGTERM, returns the exit status
+        web.stop()
+
+Readiness is always an event with a deadline: READY=1 from usersd, a TCP
+connect to nginx; nothing sleeps in the hope that a race is over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+JSON_TYPE = "application/json; charset=utf-8"
+
+#: Every Service/Nginx ever created in this run; conftest prints the log tails of
+#: the ones a failed test touched.
+TRACKED: list = []
+
+
+def usersd_bin() -> str:
+    """USERSD_BIN (relative to the repo root if relative) or the debug build."""
+    value = os.environ.get("USERSD_BIN")
+    path = Path(value) if value else REPO_ROOT / ".build" / "debug" / "usersd"
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_workdir(prefix: str = "usersd-e2e-") -> str:
+    # Short paths under /tmp: unix socket paths are limited to 107 bytes.
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return f"<{path}: {error}>"
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """The test process's environment without anything that would change usersd's
+    configuration or activation mode behind the test's back."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("USERSD_") or k.startswith("LISTEN_") or k in ("NOTIFY_SOCKET", "STATE_DIRECTORY"))
+    }
+    env.update(extra or {})
+    return env
+
+
+class StartError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- notify
+
+
+class NotifySocket:
+    """The AF_UNIX datagram socket systemd would own: collects sd_notify lines."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.exists():
+            self.path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.lines: list[str] = []
+
+    def _drain(self, timeout: float) -> None:
+        readable, _, _ = select.select([self.sock], [], [], max(0.0, timeout))
+        while readable:
+            data = self.sock.recv(65536)
+            self.lines.extend(line for line in data.decode("utf-8", "replace").split("\n") if line)
+            readable, _, _ = select.select([self.sock], [], [], 0)
+
+    def wait_for(self, line: str, timeout: float, alive=lambda: True, what: str = "usersd") -> None:
+        """Blocks until `line` (e.g. READY=1) arrives; raises at the deadline or when
+        `alive()` says the process is gone."""
+        deadline = time.monotonic() + timeout
+        while line not in self.lines:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartError(f"{what}: no {line} within {timeout:.0f}s (got {self.lines})")
+            if not alive():
+                self._drain(0)
+                if line in self.lines:
+                    break
+                raise StartError(f"{what}: exited before sending {line} (got {self.lines})")
+            self._drain(min(remaining, 0.2))
+
+    def seen(self, line: str) -> bool:
+        self._drain(0)
+        return line in self.lines
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# --------------------------------------------------------------------------- FastCGI
+
+
+FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT, FCGI_STDERR = 1, 3, 4, 5, 6, 7
+
+
+def _fcgi_record(kind: int, request_id: int, content: bytes) -> bytes:
+    padding = (8 - len(content) % 8) % 8
+    return struct.pack("!BBHHBB", 1, kind, request_id, len(content), padding, 0) + content + b"\0" * padding
+
+
+def _fcgi_length(n: int) -> bytes:
+    return bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("FastCGI connection closed early")
+        data += chunk
+    return data
+
+
+def fastcgi_request(sock: socket.socket, method: str, uri: str, body: bytes = b"", content_type: str = ""):
+    """One FastCGI request on a connected socket, the parameters a stock nginx sends.
+    Returns (status, headers as a lowercase dict, body)."""
+    path, _, query = uri.partition("?")
+    params = {
+        "REQUEST_METHOD": method,
+        "REQUEST_URI": uri,
+        "DOCUMENT_URI": path,
+        "SCRIPT_NAME": path,
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+    }
+    encoded = b"".join(
+        _fcgi_length(len(k.encode())) + _fcgi_length(len(v.encode())) + k.encode() + v.encode() for k, v in params.items()
+    )
+    out = _fcgi_record(FCGI_BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 0))
+    out += _fcgi_record(FCGI_PARAMS, 1, encoded) + _fcgi_record(FCGI_PARAMS, 1, b"")
+    if body:
+        out += _fcgi_record(FCGI_STDIN, 1, body)
+    out += _fcgi_record(FCGI_STDIN, 1, b"")
+    sock.sendall(out)
+    stdout = b""
+    while True:
+        _, kind, _, length, padding, _ = struct.unpack("!BBHHBB", _recv_exact(sock, 8))
+        content = _recv_exact(sock, length + padding)[:length]
+        if kind == FCGI_STDOUT:
+            stdout += content
+        elif kind == FCGI_END_REQUEST:
+            break
+    head, _, payload = stdout.partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    status = int(headers.get("status", "200").split()[0])
+    return status, headers, payload
+
+
+def connect_unix(path: Path, timeout: float) -> socket.socket:
+    """Poll-connects to a unix stream socket until it accepts or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(path))
+            return s
+        except OSError:
+            s.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- usersd
+
+
+class Service:
+    """One usersd process.
+
+    mode: "socket"     usersd serve --socket PATH --db DB (usersd creates the socket)
+          "spawn-fcgi" spawn-fcgi -s PATH -n -- usersd serve --db DB (socket on fd 0)
+          "systemd"    systemd-socket-activate -l PATH ... usersd serve (LISTEN_FDS, fd 3)
+    """
+
+    def __init__(self, workdir, mode: str = "socket", db=None, args=(), env=None, name: str = "usersd"):
+        self.dir = Path(workdir)
+        self.mode = mode
+        self.socket = self.dir / f"{name}.sock"
+        self.db = Path(db) if db else self.dir / "users.sqlite3"
+        self.args = list(args)
+        self.env = dict(env or {})
+        self.name = name
+        self.log_path = self.dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.notify: NotifySocket | None = None
+        self.starts = 0
+        #: systemd mode: the answer to GET /healthz sent on the connection that
+        #: triggered the activation (status, headers, body).
+        self.activation_response = None
+        TRACKED.append(self)
+
+    # -- process control
+
+    def command(self, notify_path: Path) -> tuple[list[str], dict]:
+        exe = usersd_bin()
+        env = clean_env(self.env)
+        if self.mode == "socket":
+            env["NOTIFY_SOCKET"] = str(notify_path)
+            return [exe, "serve", "--socket", str(self.socket), "--db", str(self.db), *self.args], env
+        if self.mode == "spawn-fcgi":
+            env["NOTIFY_SOCKET"] = str(notify_path)
+            return ["spawn-fcgi", "-s", str(self.socket), "-n", "--", exe, "serve", "--db", str(self.db), *self.args], env
+        if self.mode == "systemd":
+            cmd = [
+                "systemd-socket-activate",
+                "-l",
+                str(self.socket),
+                f"--setenv=NOTIFY_SOCKET={notify_path}",
+                f"--setenv=USERSD_DB={self.db}",
+            ]
+            cmd += [f"--setenv={k}={v}" for k, v in self.env.items()]
+            return cmd + [exe, "serve", *self.args], env
+        raise ValueError(self.mode)
+
+    def start(self, timeout: float = START_TIMEOUT) -> "Service":
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        if self.mode in ("spawn-fcgi", "systemd") and self.socket.exists():
+            # In these modes the launcher, not usersd, owns the socket file.
+            self.socket.unlink()
+        self.notify = NotifySocket(self.dir / f"{self.name}-notify-{self.starts}.sock")
+        cmd, env = self.command(self.notify.path)
+        with open(self.log_path, "ab") as log:
+            log.write(f"---- start #{self.starts}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(self.dir), close_fds=True
+            )
+        try:
+            activation = None
+            if self.mode == "systemd":
+                # systemd-socket-activate execs usersd on the first connection.
+                activation = connect_unix(self.socket, timeout)
+            self.notify.wait_for("READY=1", timeout, alive=lambda: self.proc.poll() is None, what=self.name)
+            if activation is not None:
+                activation.settimeout(timeout)
+                with activation:
+                    self.activation_response = fastcgi_request(activation, "GET", "/healthz")
+        except BaseException:
+            self.kill9()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"{self.name} did not exit within {timeout:.0f}s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Sends `sig` (SIGTERM) and returns the exit status."""
+        if not self.running():
+            return self.proc.returncode if self.proc else 0
+        self.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill9(self) -> None:
+        if self.running():
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, timeout: float = START_TIMEOUT) -> int:
+        code = self.stop()
+        self.start(timeout)
+        return code
+
+    def close(self) -> None:
+        self.kill9()
+        if self.notify:
+            self.notify.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
+
+
+# --------------------------------------------------------------------------- nginx
+
+
+def _user_line() -> str:
+    return "user root;" if os.geteuid() == 0 else ""
+
+
+class Nginx:
+    """nginx in front of a usersd socket.
+
+    kind "shipped": scripts/nginx-local.sh around nginx/usersd.conf.
+    kind "stock":   a minimal `location LOCATION { include fastcgi_params; fastcgi_pass ...; }`
+                    (no keepalive); `locations` lists the location prefixes to map.
+    """
+
+    def __init__(self, workdir, socket_path, kind: str = "shipped", locations=("/",), name: str = "nginx"):
+        self.run_dir = Path(workdir) / name
+        self.socket = Path(socket_path)
+        self.kind = kind
+        self.locations = list(locations)
+        self.name = name
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        TRACKED.append(self)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _render(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.run_dir / "nginx.conf"
+        if self.kind == "shipped":
+            subprocess.run(
+                ["bash", str(REPO_ROOT / "scripts" / "nginx-local.sh"), str(self.run_dir), str(self.socket), str(self.port)],
+                check=True,
+                capture_output=True,
+            )
+            return conf
+        run = self.run_dir
+        (run / "tmp").mkdir(exist_ok=True)
+        (run / "logs").mkdir(exist_ok=True)
+        locations = "\n".join(
+            f"        location {loc} {{ include /etc/nginx/fastcgi_params; fastcgi_pass unix:{self.socket}; }}"
+            for loc in self.locations
+        )
+        conf.write_text(
+            f"""{_user_line()}
+worker_processes 1;
+pid {run}/nginx.pid;
+error_log {run}/logs/error.log warn;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {run}/logs/access.log;
+    client_body_temp_path {run}/tmp/body;
+    fastcgi_temp_path {run}/tmp/fastcgi;
+    proxy_temp_path {run}/tmp/proxy;
+    scgi_temp_path {run}/tmp/scgi;
+    uwsgi_temp_path {run}/tmp/uwsgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+{locations}
+    }}
+}}
+"""
+        )
+        return conf
+
+    def start(self, timeout: float = START_TIMEOUT) -> "Nginx":
+        for attempt in range(3):
+            self.port = free_port()
+            conf = self._render()
+            stderr = open(self.run_dir / "stderr.log", "ab")
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", str(self.run_dir), "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                close_fds=True,
+            )
+            stderr.close()
+            deadline = time.monotonic() + timeout
+            while True:
+                if self.proc.poll() is not None:
+                    break  # e.g. the port was taken in between: try another
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return self
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        self.stop()
+                        raise StartError(f"nginx did not listen on {self.port} within {timeout:.0f}s")
+                    time.sleep(0.02)
+        raise StartError(f"nginx exited at start: {self.log_tail()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    close = stop
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(
+            [
+                "stderr: " + tail(self.run_dir / "stderr.log", lines),
+                "error.log: " + tail(self.run_dir / "logs" / "error.log", lines),
+            ]
+        )
+
+
+# --------------------------------------------------------------------------- a whole stack
+
+
+class Stack:
+    """usersd + nginx in one temporary directory; `url(path)` goes through nginx."""
+
+    def __init__(self, mode="socket", nginx_kind="shipped", locations=("/",), args=(), env=None, workdir=None):
+        self.owns_dir = workdir is None
+        self.dir = Path(workdir or make_workdir())
+        self.service = Service(self.dir, mode=mode, args=args, env=env)
+        self.nginx = Nginx(self.dir, self.service.socket, kind=nginx_kind, locations=locations)
+
+    def start(self) -> "Stack":
+        try:
+            self.service.start()
+            self.nginx.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def url(self, path: str) -> str:
+        return self.nginx.url(path)
+
+    def close(self) -> None:
+        self.nginx.stop()
+        self.service.close()
+        if self.owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def parse_json(response) -> object:
+    """The body as JSON, with a readable failure if it is not."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise AssertionError(f"{response.status_code} body is not JSON: {response.content[:300]!r}")
