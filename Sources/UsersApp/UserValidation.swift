@@ -22,6 +22,7 @@ enum UserValidation {
 
     /// The name, accepting the tutorial's `"username"` as an alias (`"name"` wins).
     static func name(in members: [String: JSONValue], required: Bool) throws(HTTPError) -> String? {
+        if !required, members["name"] == .null { throw HTTPError.invalid("name", "name must not be null") }
         var value = try string(members, "name")
         if value == nil { value = try string(members, "username", reportAs: "name") }
         guard let value else {
@@ -33,6 +34,7 @@ enum UserValidation {
     }
 
     static func email(in members: [String: JSONValue], required: Bool) throws(HTTPError) -> String? {
+        if !required, members["email"] == .null { throw HTTPError.invalid("email", "email must not be null") }
         guard let value = try string(members, "email") else {
             if required { throw HTTPError.invalid("email", "email is required") }
             return nil

@@ -21,10 +21,6 @@ import harness
 _started_at: dict[str, int] = {}
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
-
-
 def pytest_sessionstart(session):
     exe = Path(harness.usersd_bin())
     if not exe.exists():

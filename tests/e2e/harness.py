@@ -226,6 +226,7 @@ class Service:
     """One usersd process.
 
     mode: "socket"     usersd serve --socket PATH --db DB (usersd creates the socket)
+          "env"        usersd with USERSD_SOCKET and USERSD_DB in its environment
           "spawn-fcgi" spawn-fcgi -s PATH -n -- usersd serve --db DB (socket on fd 0)
           "systemd"    systemd-socket-activate -l PATH ... usersd serve (LISTEN_FDS, fd 3)
     """
@@ -245,6 +246,8 @@ class Service:
         #: systemd mode: the answer to GET /healthz sent on the connection that
         #: triggered the activation (status, headers, body).
         self.activation_response = None
+        #: the Nginx in front of it, if any (set by Stack): url() goes through it
+        self.nginx: "Nginx | None" = None
         TRACKED.append(self)
 
     # -- process control
@@ -255,6 +258,10 @@ class Service:
         if self.mode == "socket":
             env["NOTIFY_SOCKET"] = str(notify_path)
             return [exe, "serve", "--socket", str(self.socket), "--db", str(self.db), *self.args], env
+        if self.mode == "env":
+            # serve is the default command; everything through the USERSD_* twins
+            env.update(NOTIFY_SOCKET=str(notify_path), USERSD_SOCKET=str(self.socket), USERSD_DB=str(self.db))
+            return [exe, *self.args], env
         if self.mode == "spawn-fcgi":
             env["NOTIFY_SOCKET"] = str(notify_path)
             return ["spawn-fcgi", "-s", str(self.socket), "-n", "--", exe, "serve", "--db", str(self.db), *self.args], env
@@ -276,6 +283,8 @@ class Service:
         if self.mode in ("spawn-fcgi", "systemd") and self.socket.exists():
             # In these modes the launcher, not usersd, owns the socket file.
             self.socket.unlink()
+        if self.notify:
+            self.notify.close()
         self.notify = NotifySocket(self.dir / f"{self.name}-notify-{self.starts}.sock")
         cmd, env = self.command(self.notify.path)
         with open(self.log_path, "ab") as log:
@@ -298,6 +307,10 @@ class Service:
             self.kill9()
             raise
         return self
+
+    def url(self, path: str) -> str:
+        assert self.nginx is not None, "no nginx in front of this service"
+        return self.nginx.url(path)
 
     @property
     def pid(self) -> int:
@@ -473,6 +486,7 @@ class Stack:
         self.dir = Path(workdir or make_workdir())
         self.service = Service(self.dir, mode=mode, args=args, env=env)
         self.nginx = Nginx(self.dir, self.service.socket, kind=nginx_kind, locations=locations)
+        self.service.nginx = self.nginx
 
     def start(self) -> "Stack":
         try:
@@ -499,3 +513,22 @@ def parse_json(response) -> object:
         return json.loads(response.content)
     except ValueError:
         raise AssertionError(f"{response.status_code} body is not JSON: {response.content[:300]!r}")
+
+
+def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
+    """Inserts `count` users straight into a stopped service's (migrated) database;
+    returns them as {"name", "email"} in insertion order."""
+    import sqlite3
+
+    rows = [(f"{tag} user {i} ✓", f"{tag}{i}@example.com") for i in range(count)]
+    stamp = "2024-01-02T03:04:05.000Z"
+    connection = sqlite3.connect(str(db))
+    try:
+        with connection:
+            connection.executemany(
+                "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                [(name, email, email.lower(), stamp, stamp) for name, email in rows],
+            )
+    finally:
+        connection.close()
+    return [{"name": name, "email": email} for name, email in rows]

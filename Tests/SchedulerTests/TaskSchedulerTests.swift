@@ -1,0 +1,284 @@
+import Foundation
+import HTTP
+import SQLite
+import Scheduler
+import Store
+import Synchronization
+import Testing
+
+/// Failure a test kind throws on purpose.
+struct PlannedFailure: Error, CustomStringConvertible {
+    var description: String { "planned failure" }
+}
+
+/// Holds tasks of the `gated` kind until the test opens it (no clock races).
+final class Gate: Sendable {
+    private let state = Mutex<(isOpen: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let resumeNow = state.withLock { state -> Bool in
+                if state.isOpen { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.isOpen = true
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// A task kind whose attempts wait for this gate.
+    var kind: TaskKind {
+        TaskKind(name: "gated", validate: { _ in "{}" }) { _ in
+            await self.wait()
+            return "{}"
+        }
+    }
+}
+
+/// A scheduler on a temporary database with a manual clock; the test awaits its
+/// events instead of sleeping.
+final class SchedulerFixture: Sendable {
+    let directory: URL
+    let database: Database
+    let store: SQLiteStore
+    let clock = ManualClock()
+    let scheduler: TaskScheduler
+    let events: AsyncStream<TaskScheduler.Event>
+    let gate = Gate()
+
+    init(concurrency: Int = 2, maxAttempts: Int = 3, queueLimit: Int = 100, extraKinds: [TaskKind] = []) async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-sched-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        database = try Database(options: DatabaseOptions(path: directory.appendingPathComponent("db.sqlite3").path))
+        try await Migrations.migrate(database)
+        store = SQLiteStore(database: database)
+        let (stream, continuation) = AsyncStream<TaskScheduler.Event>.makeStream()
+        events = stream
+        var configuration = TaskScheduler.Configuration()
+        configuration.concurrency = concurrency
+        configuration.maxAttempts = maxAttempts
+        configuration.queueLimit = queueLimit
+        configuration.retry = RetryPolicy(baseMilliseconds: 1000, capMilliseconds: 60_000, jitter: 0.2)
+        configuration.random = { 0.5 }
+        configuration.onEvent = { continuation.yield($0) }
+        scheduler = TaskScheduler(
+            store: store,
+            registry: TaskRegistry([BuiltInTasks.sleep, BuiltInTasks.welcome(store: store), gate.kind] + extraKinds),
+            clock: clock,
+            configuration: configuration
+        )
+    }
+
+    deinit {
+        database.close()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func enqueue(_ kind: String, _ payload: [String: JSONValue] = [:], delay: Int64 = 0) async throws -> Int64 {
+        try await scheduler.enqueue(kind: kind, payload: payload, delayMilliseconds: delay).task.id
+    }
+
+    func state(_ id: Int64) async throws -> TaskState? {
+        try await store.task(id: id)?.state
+    }
+}
+
+/// Reads events until one matches.
+func next(
+    _ iterator: inout AsyncStream<TaskScheduler.Event>.Iterator,
+    isolation: isolated (any Actor)? = #isolation,
+    where matches: (TaskScheduler.Event) -> Bool
+) async -> TaskScheduler.Event? {
+    while let event = await iterator.next(isolation: isolation) {
+        if matches(event) { return event }
+    }
+    return nil
+}
+
+@Suite struct TaskSchedulerTests {
+    @Test func concurrencyLimitHolds() async throws {
+        let fixture = try await SchedulerFixture(concurrency: 2)
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        var ids: [Int64] = []
+        for _ in 0..<5 { ids.append(try await fixture.enqueue("gated")) }
+        var started: [Int64] = []
+        while started.count < 2, let event = await next(&events, where: { if case .started = $0 { true } else { false } }) {
+            if case .started(let id) = event { started.append(id) }
+        }
+        #expect(started == [ids[0], ids[1]])
+        #expect(await fixture.scheduler.runningCount == 2)
+        let running = try await fixture.store.tasks(state: .running, afterID: 0, limit: 10)
+        #expect(running.map(\.id) == [ids[0], ids[1]])
+        // Finishing the first two frees both slots for the next two, in order.
+        fixture.gate.open()
+        var finished = 0
+        var nextStarted: [Int64] = []
+        while finished < 2 || nextStarted.count < 3, let event = await events.next(isolation: #isolation) {
+            switch event {
+            case .finished(_, .succeeded): finished += 1
+            case .started(let id): nextStarted.append(id)
+            default: break
+            }
+        }
+        #expect(nextStarted == [ids[2], ids[3], ids[4]])
+        await fixture.scheduler.shutdown(graceMilliseconds: 0)
+    }
+
+    @Test func retriesWithBackoffThenSucceeds() async throws {
+        let flaky = TaskKind(name: "flaky", validate: { _ in "{}" }) { context in
+            if context.task.attempts < 3 { throw PlannedFailure() }
+            return "{\"ok\":true}"
+        }
+        let fixture = try await SchedulerFixture(maxAttempts: 5, extraKinds: [flaky])
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let start = fixture.clock.now()
+        let id = try await fixture.enqueue("flaky")
+        let first = await next(&events) { if case .retried = $0 { true } else { false } }
+        #expect(first == .retried(id, runAt: start + 1000))
+        fixture.clock.advance(by: 1000)
+        let second = await next(&events) { if case .retried = $0 { true } else { false } }
+        #expect(second == .retried(id, runAt: start + 1000 + 2000))
+        fixture.clock.advance(by: 2000)
+        let done = await next(&events) { if case .finished = $0 { true } else { false } }
+        #expect(done == .finished(id, .succeeded))
+        let task = try await fixture.store.task(id: id)
+        #expect(task?.attempts == 3)
+        #expect(task?.result == "{\"ok\":true}")
+        #expect(task?.lastError == "planned failure")
+        await fixture.scheduler.shutdown(graceMilliseconds: 0)
+    }
+
+    @Test func exhaustedRetriesEndFailedWithTheLastError() async throws {
+        let broken = TaskKind(name: "broken", validate: { _ in "{}" }) { _ in throw PlannedFailure() }
+        let fixture = try await SchedulerFixture(maxAttempts: 2, extraKinds: [broken])
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let id = try await fixture.enqueue("broken")
+        _ = await next(&events) { if case .retried = $0 { true } else { false } }
+        fixture.clock.advance(by: 1000)
+        let end = await next(&events) { if case .finished = $0 { true } else { false } }
+        #expect(end == .finished(id, .failed))
+        let task = try await fixture.store.task(id: id)
+        #expect(task?.state == .failed && task?.attempts == 2 && task?.lastError == "planned failure")
+        await fixture.scheduler.shutdown(graceMilliseconds: 0)
+    }
+
+    @Test func cancellingAQueuedTaskIsImmediate() async throws {
+        let fixture = try await SchedulerFixture()
+        try await fixture.scheduler.start()
+        let id = try await fixture.enqueue("sleep", delay: 60_000)
+        let outcome = try await fixture.scheduler.cancel(id: id)
+        guard case .cancelled(let task) = outcome else {
+            Issue.record("expected cancelled, got \(outcome)")
+            return
+        }
+        #expect(task.state == .cancelled && task.attempts == 0)
+        #expect(try await fixture.scheduler.cancel(id: id) == .alreadyFinished(task))
+        #expect(try await fixture.scheduler.cancel(id: 999) == .notFound)
+        await fixture.scheduler.shutdown(graceMilliseconds: 0)
+    }
+
+    @Test func cancellingARunningTaskStopsItsSwiftTask() async throws {
+        let fixture = try await SchedulerFixture()
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let id = try await fixture.enqueue("sleep", ["seconds": .number(3600, integer: 3600)])
+        _ = await next(&events) { $0 == .started(id) }
+        let outcome = try await fixture.scheduler.cancel(id: id)
+        guard case .cancelled(let task) = outcome else {
+            Issue.record("expected cancelled, got \(outcome)")
+            return
+        }
+        #expect(task.state == .cancelled)
+        #expect(await fixture.scheduler.runningCount == 0)
+        await fixture.scheduler.shutdown(graceMilliseconds: 0)
+    }
+
+    @Test func shutdownRequeuesRunningTasksWithoutCountingTheAttempt() async throws {
+        let fixture = try await SchedulerFixture()
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let id = try await fixture.enqueue("sleep", ["seconds": .number(3600, integer: 3600)])
+        _ = await next(&events) { $0 == .started(id) }
+        await fixture.scheduler.shutdown(graceMilliseconds: 0)
+        #expect(await next(&events) { if case .requeued = $0 { true } else { false } } == .requeued(id))
+        let task = try await fixture.store.task(id: id)
+        #expect(task?.state == .queued && task?.attempts == 0)
+    }
+
+    @Test func shutdownLetsTasksFinishWithinTheGracePeriod() async throws {
+        let fixture = try await SchedulerFixture()
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let id = try await fixture.enqueue("gated")
+        _ = await next(&events) { $0 == .started(id) }
+        async let stopped: Void = fixture.scheduler.shutdown(graceMilliseconds: 5000)
+        fixture.gate.open()
+        await stopped
+        #expect(try await fixture.state(id) == .succeeded)
+    }
+
+    @Test func recoveryRequeuesTasksLeftRunningByACrash() async throws {
+        let fixture = try await SchedulerFixture()
+        // Simulate a crash: a row claimed (running, attempt counted) by a dead process.
+        let id = try await fixture.enqueue("gated")
+        let claimed = try await fixture.store.claimDue(now: fixture.clock.now(), limit: 1)
+        #expect(claimed.map(\.id) == [id])
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        #expect(await events.next(isolation: #isolation) == .recovered([id]))
+        #expect(await events.next(isolation: #isolation) == .started(id))
+        fixture.gate.open()
+        #expect(await next(&events) { if case .finished = $0 { true } else { false } } == .finished(id, .succeeded))
+        #expect(try await fixture.store.task(id: id)?.attempts == 2)
+        await fixture.scheduler.shutdown(graceMilliseconds: 0)
+    }
+
+    @Test func queueBoundRejectsWhenFull() async throws {
+        let fixture = try await SchedulerFixture(queueLimit: 2)
+        _ = try await fixture.enqueue("sleep", delay: 60_000)
+        _ = try await fixture.enqueue("sleep", delay: 60_000)
+        await #expect(throws: TaskStoreError.queueFull) { try await fixture.enqueue("sleep", delay: 60_000) }
+    }
+
+    @Test func idempotencyKeyReturnsTheSameTask() async throws {
+        let fixture = try await SchedulerFixture()
+        let first = try await fixture.scheduler.enqueue(kind: "sleep", payload: [:], idempotencyKey: "k1")
+        let again = try await fixture.scheduler.enqueue(kind: "sleep", payload: [:], idempotencyKey: "k1")
+        #expect(first.created && !again.created && first.task.id == again.task.id)
+    }
+
+    @Test func badKindsAndPayloadsNameTheProblem() async throws {
+        let fixture = try await SchedulerFixture()
+        await #expect(throws: TaskPayloadError.self) { try await fixture.enqueue("nope") }
+        for bad: JSONValue in [.number(0, integer: 0), .number(3601, integer: 3601), .string("5")] {
+            do {
+                _ = try await fixture.enqueue("sleep", ["seconds": bad])
+                Issue.record("accepted \(bad)")
+            } catch let error as TaskPayloadError {
+                #expect(error.field == "seconds")
+            }
+        }
+    }
+
+    @Test func welcomeWritesTheOutboxOnceEvenWhenRunTwice() async throws {
+        let fixture = try await SchedulerFixture()
+        let user = try await fixture.store.createUser(name: "Ann", email: "ann@x.io")
+        #expect(try await fixture.store.writeWelcome(userID: user.id))
+        #expect(try await fixture.store.writeWelcome(userID: user.id))
+        let rows = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
+        #expect(rows == 1)
+        #expect(try await fixture.store.writeWelcome(userID: 999) == false)
+    }
+}

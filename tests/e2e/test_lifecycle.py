@@ -1,0 +1,210 @@
+"""Lifecycle: graceful restart keeps data, kill -9 loses no acknowledged write,
+SIGTERM drains in-flight requests and exits 0."""
+
+import json
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+import harness
+from apiclient import TIMEOUT, create_user, describe, expect_error, expect_json, post_json
+from conftest import unique_email
+
+
+def all_users(stack):
+    return expect_json(requests.get(stack.url("/users"), timeout=TIMEOUT), 200)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_graceful_restart_keeps_data(make_stack, sig):
+    stack = make_stack().start()
+    with requests.Session() as http:
+        created = [create_user(http, stack.url, f"keep {i} 😀", unique_email("keep")) for i in range(20)]
+        http.delete(stack.url(f"/users/{created[0]['id']}"), timeout=TIMEOUT)
+        post_json(http, stack.url(f"/users/{created[1]['id']}"), {"name": "patched"}, method="PATCH")
+
+    assert stack.service.stop(sig) == 0
+    assert stack.service.notify.seen("STOPPING=1"), stack.service.notify.lines
+    stack.service.start()
+
+    expected = [dict(created[1], name="patched")] + created[2:]
+    listed = all_users(stack)
+    assert [u for u in listed if u["id"] in {c["id"] for c in created}] == expected
+    with requests.Session() as http:
+        newer = create_user(http, stack.url, "after restart", unique_email())
+        assert newer["id"] > created[-1]["id"]
+        # the unique index survived too
+        expect_error(post_json(http, stack.url("/users"), {"name": "dup", "email": created[5]["email"].upper()}), 409)
+    assert stack.service.stop() == 0
+
+
+def test_unavailable_while_stopped_is_503_json(make_stack):
+    stack = make_stack().start()
+    assert stack.service.stop() == 0
+    response = requests.get(stack.url("/healthz"), timeout=TIMEOUT)
+    assert response.status_code == 503, describe(response)
+    assert response.headers.get("Content-Type") == harness.JSON_TYPE
+    assert response.headers.get("Retry-After")
+    assert isinstance(response.json()["error"], str)
+    stack.service.start()
+    assert expect_json(requests.get(stack.url("/healthz"), timeout=TIMEOUT), 200) == {"status": "ok"}
+
+
+def test_kill9_loses_no_acknowledged_write(make_stack):
+    stack = make_stack().start()
+    acked, others = [], []
+    lock = threading.Condition()
+    stop = threading.Event()
+
+    def writer(w):
+        with requests.Session() as session:
+            i = 0
+            while not stop.is_set():
+                email = f"w{w}-{i}-{unique_email('k9')}"
+                i += 1
+                try:
+                    response = post_json(session, stack.url("/add-user"), {"name": f"writer {w} #{i}", "email": email})
+                except requests.RequestException as error:  # connection-level trouble is not an ack
+                    with lock:
+                        others.append(repr(error))
+                        lock.notify_all()
+                    continue
+                with lock:
+                    if response.status_code == 201:
+                        acked.append(response.json()["user"])
+                        lock.notify_all()
+                    else:
+                        others.append(response)
+                        lock.notify_all()
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        with lock:
+            assert lock.wait_for(lambda: len(acked) >= 300, timeout=60), f"only {len(acked)} writes acknowledged"
+        stack.service.kill9()
+        # Keep writing against the dead service until a few answers came back refused.
+        with lock:
+            lock.wait_for(lambda: len(others) >= 8, timeout=10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+
+    for response in others:
+        if isinstance(response, requests.Response):
+            # in flight at the kill, or sent after it: nginx's JSON 503, never a usersd answer other than 201
+            assert response.status_code in (502, 503), describe(response)
+
+    stack.service.start()  # same socket path (stale file left by kill -9) and same database
+    listed = {u["id"]: u for u in all_users(stack)}
+    missing = [u for u in acked if listed.get(u["id"]) != u]
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged users lost, e.g. {missing[:3]}"
+    assert stack.service.stop() == 0
+
+
+def _stream_get(port: int, path: str) -> socket.socket:
+    """A raw HTTP/1.0 GET with a tiny receive buffer so the sender is held back."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(TIMEOUT)
+    s.connect(("127.0.0.1", port))
+    s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+    return s
+
+
+def _read_head(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data or data.endswith(b"\r\n\r\n"):
+        chunk = s.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_rest(s: socket.socket, data: bytes) -> bytes:
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_sigterm_drains_in_flight_requests(make_stack):
+    stack = make_stack().start()
+    assert stack.service.stop() == 0  # migrated; now fill it behind its back
+    seeded = harness.seed_users(stack.service.db, 20000, tag="drain")
+    stack.service.start()
+
+    streams = [_stream_get(stack.nginx.port, "/users") for _ in range(6)]
+    heads = [_read_head(s) for s in streams]  # every request has started answering
+    for head in heads:
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+
+    stack.service.send_signal(signal.SIGTERM)
+    bodies = []
+    for s, head in zip(streams, heads):
+        with s:
+            raw = _read_rest(s, head)
+        bodies.append(raw.partition(b"\r\n\r\n")[2])
+
+    assert stack.service.wait() == 0
+    assert stack.service.notify.seen("STOPPING=1")
+    for body in bodies:
+        try:
+            users = json.loads(body)
+        except ValueError:
+            raise AssertionError(f"stream cut at SIGTERM after {len(body)} bytes: ...{body[-100:]!r}")
+        assert len(users) == 20000
+        assert [u["email"] for u in users] == [u["email"] for u in seeded]
+        ids = [u["id"] for u in users]
+        assert ids == sorted(ids)
+
+
+def test_sigterm_answers_concurrent_requests(make_stack):
+    """Many requests in flight at once when SIGTERM arrives: each one that usersd
+    began answering completes with 2xx; the rest are nginx's 503, never cut."""
+    stack = make_stack().start()
+    n = 64
+    barrier = threading.Barrier(n + 1)
+    results = [None] * n
+
+    def client(i):
+        with requests.Session() as session:
+            barrier.wait(timeout=60)
+            try:
+                if i % 2:
+                    results[i] = post_json(session, stack.url("/users"), {"name": f"drain {i}", "email": unique_email("d")})
+                else:
+                    results[i] = session.get(stack.url("/users"), timeout=TIMEOUT)
+            except requests.RequestException as error:
+                results[i] = error
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait(timeout=60)
+    stack.service.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(60)
+    assert stack.service.wait() == 0
+
+    acked = []
+    for r in results:
+        assert isinstance(r, requests.Response), f"connection-level failure: {r!r}"
+        assert r.status_code in (200, 201, 503), describe(r)
+        if r.status_code == 503:
+            assert r.headers.get("Content-Type") == harness.JSON_TYPE
+        elif r.status_code == 200:
+            assert isinstance(r.json(), list)
+        else:
+            acked.append(r.json()["user"])
+    stack.service.start()
+    listed = {u["id"]: u for u in all_users(stack)}
+    assert all(listed.get(u["id"]) == u for u in acked)
