@@ -21,7 +21,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "HTTP", swiftSettings: swiftSettings),
         .target(name: "FastCGI", dependencies: ["CFastCGI", "HTTP", "Lifecycle"], swiftSettings: swiftSettings),
-        .target(name: "SQLite", dependencies: ["CSQLite"], swiftSettings: swiftSettings),
+        .target(name: "SQLite", dependencies: ["CSQLite", "Lifecycle"], swiftSettings: swiftSettings),
         .target(name: "Lifecycle", swiftSettings: swiftSettings),
         .target(name: "Store", dependencies: ["SQLite"], swiftSettings: swiftSettings),
         .target(name: "Scheduler", dependencies: ["Store", "Lifecycle", "HTTP"], swiftSettings: swiftSettings),

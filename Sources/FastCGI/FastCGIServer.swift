@@ -81,6 +81,8 @@ public final class FastCGIServer: Sendable {
 
     public var statistics: FastCGIStatistics { pool.statistics }
 
+    var listenFd: Int32 { listener.fd }
+
     private func acceptLoop() {
         let context = ConnectionContext(
             responder: responder,

@@ -46,6 +46,8 @@ public struct Response: Sendable {
     /// Headers in order; `Content-Type` is one of them when there is a body.
     public var headers: [(name: String, value: String)]
     public var body: ResponseBody
+    /// The route pattern that answered (`/users/{id}`), for metrics; set by the router.
+    public var route: String?
 
     public init(status: Status, headers: [(name: String, value: String)] = [], body: ResponseBody = .empty) {
         self.status = status

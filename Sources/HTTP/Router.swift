@@ -51,7 +51,7 @@ public struct Router: Sendable {
         if routes.contains(where: { $0.segments == segments && $0.method == method }) {
             preconditionFailure("route \(method) \(pattern) registered twice")
         }
-        routes.append(Route(method: method, segments: segments, handler: handler))
+        routes.append(Route(method: method, segments: segments, handler: handler, pattern: pattern))
     }
 
     public mutating func get(_ pattern: String, _ handler: @escaping Handler) { add("GET", pattern, handler) }
@@ -77,6 +77,8 @@ struct Route: Sendable {
     var method: String
     var segments: [Segment]
     var handler: Handler
+    /// The pattern as written, used as the metrics label.
+    var pattern: String
 
     static func segments(of pattern: String) -> [Segment] {
         pattern.split(separator: "/", omittingEmptySubsequences: true).map { part in
@@ -122,38 +124,32 @@ public struct RouterResponder: Responder {
         for route in routes {
             guard let parameters = route.match(parts) else { continue }
             if route.method == method {
+                var response: Response
                 do {
-                    return try await route.handler(request, parameters)
+                    response = try await route.handler(request, parameters)
                 } catch let error as HTTPError {
-                    return error.response
+                    response = error.response
                 } catch {
-                    return onError(error, request)
+                    response = onError(error, request)
                 }
+                response.route = route.pattern
+                return response
             }
             allowed.append(route.method)
             if route.method == "GET" { allowed.append("HEAD") }
         }
-        if allowed.isEmpty { return HTTPError.notFound().response }
-        return HTTPError(
+        if allowed.isEmpty {
+            var response = HTTPError.notFound().response
+            response.route = "unmatched"
+            return response
+        }
+        var response = HTTPError(
             .methodNotAllowed,
             "Method \(request.method) not allowed",
             headers: [.init("Allow", allowed.joined(separator: ", "))]
         ).response
-    }
-
-    /// Whether some route matches `path` (any method) — used for metrics labels.
-    public func routePattern(for request: Request) -> String? {
-        guard let path = stripPrefix(request.path) else { return nil }
-        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
-        for route in routes where route.match(parts) != nil {
-            return "/" + route.segments.map { segment in
-                switch segment {
-                case .literal(let literal): literal
-                case .parameter(let name): "{\(name)}"
-                }
-            }.joined(separator: "/")
-        }
-        return nil
+        response.route = "unmatched"
+        return response
     }
 
     private func stripPrefix(_ path: String) -> Substring? {

@@ -39,6 +39,8 @@ public struct Configuration: Sendable, Equatable {
     public var taskMaxAttempts: Int = 5
     /// For `check`: an nginx site file to compare with these settings.
     public var nginxSiteFile: String?
+    /// `KEY=VALUE` lines (systemd `EnvironmentFile` syntax) read at start and on SIGHUP.
+    public var environmentFile: String?
 
     public init() {}
 
@@ -126,14 +128,30 @@ public struct Configuration: Sendable, Equatable {
                 help: "attempts before a failing task ends failed (default 5)") {
             $0.taskMaxAttempts = try integer($1, "--task-max-attempts", 1...100)
         },
+        Setting(flag: "--env-file", environment: "USERSD_ENV_FILE", placeholder: "FILE",
+                help: "USERSD_* settings as KEY=VALUE lines, below the environment and flags; SIGHUP re-reads its USERSD_LOG_LEVEL") {
+            $0.environmentFile = try nonEmpty($1, "--env-file")
+        },
         Setting(flag: "--nginx", environment: "USERSD_NGINX_SITE", placeholder: "FILE",
                 help: "for 'check': an nginx site file to compare with these settings") {
             $0.nginxSiteFile = try nonEmpty($1, "--nginx")
         },
     ]
 
-    /// Parses `arguments` (without the program name) over `environment`.
+    /// Parses `arguments` over `environment`, then again with the values of an
+    /// environment file (`--env-file`) added below the real environment.
     public static func parse(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Configuration {
+        let first = try parseOnce(arguments, environment: environment)
+        guard let file = first.environmentFile, first.command == .serve || first.command == .check || first.command == .migrate else {
+            return first
+        }
+        guard let values = EnvironmentFile.read(file) else {
+            throw ConfigurationError("--env-file: cannot read \(file)")
+        }
+        return try parseOnce(arguments, environment: values.merging(environment) { _, real in real })
+    }
+
+    static func parseOnce(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Configuration {
         var configuration = Configuration()
         if let stateDirectory = environment["STATE_DIRECTORY"], !stateDirectory.isEmpty {
             // systemd may list several directories separated by ':'; the first is ours.

@@ -95,6 +95,9 @@ public final class Database: Sendable {
         }
     }
 
+    /// The writer's figures so far.
+    public var writeStatistics: WriteStatistics { writer.statistics.withLock { $0 } }
+
     /// Gives the calling thread its own read-only connection, used by `read` on it.
     /// Call `detachReaderFromCurrentThread()` on the same thread before it exits.
     public func attachReaderToCurrentThread() {

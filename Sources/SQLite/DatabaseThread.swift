@@ -1,6 +1,18 @@
 import Dispatch
 import Foundation
+import Glibc
+public import Lifecycle
 import Synchronization
+
+/// Figures of the writer thread, for metrics.
+public struct WriteStatistics: Sendable {
+    /// Transactions committed (or failed) and the jobs they carried.
+    public var batches = 0
+    public var jobs = 0
+    public var failedBatches = 0
+    /// Time from BEGIN IMMEDIATE to the end of COMMIT.
+    public var transactionSeconds = Histogram()
+}
 
 /// A dedicated OS thread that owns one `Connection` and runs jobs on it in order.
 ///
@@ -25,6 +37,7 @@ final class DatabaseThread: Sendable {
     }
 
     private let state = Mutex(State())
+    let statistics = Mutex(WriteStatistics())
     private let wakeup = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let batching: Bool
@@ -93,7 +106,15 @@ final class DatabaseThread: Sendable {
                     break
                 }
                 if batching {
-                    Self.runBatch(jobs, on: connection)
+                    let start = Self.monotonicSeconds()
+                    let committed = Self.runBatch(jobs, on: connection)
+                    let seconds = Self.monotonicSeconds() - start
+                    statistics.withLock { statistics in
+                        statistics.batches += 1
+                        statistics.jobs += jobs.count
+                        if !committed { statistics.failedBatches += 1 }
+                        statistics.transactionSeconds.observe(seconds)
+                    }
                 } else {
                     for job in jobs {
                         _ = job.run(connection)
@@ -104,14 +125,21 @@ final class DatabaseThread: Sendable {
         }
     }
 
-    private static func runBatch(_ jobs: [Job], on connection: Connection) {
+    static func monotonicSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    /// Runs the jobs in one transaction; `false` when it could not commit.
+    private static func runBatch(_ jobs: [Job], on connection: Connection) -> Bool {
         do {
             try connection.execute("BEGIN IMMEDIATE")
         } catch {
             // The write lock could not be taken (busy beyond the timeout, read-only
             // file, disk): every job fails with that error without running.
             for job in jobs { job.complete(error) }
-            return
+            return false
         }
         for job in jobs {
             do {
@@ -125,15 +153,17 @@ final class DatabaseThread: Sendable {
                 // A savepoint statement failed: the transaction is unusable.
                 try? connection.execute("ROLLBACK")
                 for job in jobs { job.complete(error) }
-                return
+                return false
             }
         }
         do {
             try connection.execute("COMMIT")
             for job in jobs { job.complete(nil) }
+            return true
         } catch {
             try? connection.execute("ROLLBACK")
             for job in jobs { job.complete(error) }
+            return false
         }
     }
 }

@@ -1,6 +1,7 @@
 public import HTTP
 import Lifecycle
 public import Store
+import Synchronization
 
 /// The background-task scheduler: an actor that claims due tasks from the store in
 /// order, runs each as its own `Task` on the cooperative pool (at most `concurrency`
@@ -46,6 +47,9 @@ public actor TaskScheduler {
     private var cancelRequested: Set<Int64> = []
     private var stoppedByShutdown: Set<Int64> = []
     private var loop: Task<Void, Never>?
+    private var startedAt: [Int64: Int64] = [:]
+    /// Run time of finished attempts by task kind, for metrics.
+    nonisolated let durations = Mutex<[String: Histogram]>([:])
 
     public init(store: any TaskStore, registry: TaskRegistry, clock: any SchedulerClock = SystemClock(),
                 configuration: Configuration = Configuration()) {
@@ -144,6 +148,7 @@ public actor TaskScheduler {
 
     private func launch(_ task: TaskRecord) {
         emit(.started(task.id))
+        startedAt[task.id] = clock.now()
         let kind = registry.kinds[task.kind]
         let clock = self.clock
         let handle = Task(executorPreference: globalConcurrentExecutor) {
@@ -201,6 +206,10 @@ public actor TaskScheduler {
         } catch {
             // The row stays `running`; the next start re-queues it (recovery).
             Log.error("could not persist task outcome", ["task_id": String(task.id), "error": "\(error)"])
+        }
+        if let start = startedAt.removeValue(forKey: task.id) {
+            let seconds = Double(clock.now() - start) / 1000
+            durations.withLock { $0[task.kind, default: Histogram(bounds: [0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600])].observe(seconds) }
         }
         running[task.id] = nil
         wake.signal()

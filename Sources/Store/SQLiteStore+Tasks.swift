@@ -183,6 +183,18 @@ extension SQLiteStore: TaskStore {
         }
     }
 
+    public func taskCounts() async throws -> [TaskState: Int] {
+        try await mapErrors {
+            try await database.read { connection in
+                var counts: [TaskState: Int] = [:]
+                try connection.cached("SELECT state, count(*) FROM tasks GROUP BY state").forEachRow { row in
+                    if let state = TaskState(rawValue: row.text(0)) { counts[state] = Int(row.integer(1)) }
+                }
+                return counts
+            }
+        }
+    }
+
     public func writeWelcome(userID: Int64) async throws -> Bool {
         try await mapErrors {
             try await database.write { connection in

@@ -104,6 +104,8 @@ public protocol TaskStore: Sendable {
     /// At start-up: every `running` row was interrupted by a crash. Re-queues each
     /// (its attempt counts) or fails it when it has no attempts left. Returns the ids.
     func recoverInterrupted(now: Int64) async throws -> [Int64]
+    /// How many tasks are in each state.
+    func taskCounts() async throws -> [TaskState: Int]
     /// Writes the welcome message for a user into the outbox, once per user.
     /// Returns `false` when the user no longer exists.
     func writeWelcome(userID: Int64) async throws -> Bool

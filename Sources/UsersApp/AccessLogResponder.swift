@@ -7,12 +7,18 @@ import Lifecycle
 struct AccessLogResponder: Responder {
     let inner: RouterResponder
     let slowRequestMilliseconds: Int
+    let metrics: RequestMetrics
 
     func respond(to request: Request) async -> Response {
         let start = Self.now()
+        metrics.requestStarted()
         var response = await inner.respond(to: request)
         response.headers.append(("X-Request-Id", request.requestID))
         let milliseconds = Double(Self.now() - start) / 1_000_000
+        metrics.requestFinished(
+            route: response.route ?? "unmatched", method: request.method, status: response.status.code,
+            seconds: milliseconds / 1000
+        )
         let level: LogLevel = milliseconds >= Double(slowRequestMilliseconds) ? .warning : .info
         Log.emit(level, { "request" }) {
             [

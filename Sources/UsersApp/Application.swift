@@ -1,5 +1,5 @@
 public import HTTP
-import Lifecycle
+public import Lifecycle
 public import Scheduler
 public import Store
 
@@ -7,6 +7,9 @@ public import Store
 public struct Application: Sendable {
     public let store: any UserStore
     public let scheduler: TaskScheduler?
+    public let metrics = RequestMetrics()
+    /// What `GET /metrics` shows besides the request metrics.
+    public let collectors = MetricsCollectors()
 
     public init(store: any UserStore, scheduler: TaskScheduler? = nil) {
         self.store = store
@@ -28,13 +31,25 @@ public struct Application: Sendable {
             }
             return Response.json(.ok) { json in json.object { $0.field("status", "ok") } }
         }
+        let metrics = self.metrics
+        let collectors = self.collectors
+        router.get("/metrics") { _, _ in
+            var text = PrometheusText()
+            metrics.render(into: &text)
+            let rest = await collectors.render()
+            return Response(
+                status: .ok,
+                headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                body: .bytes(Array((text.text + rest).utf8))
+            )
+        }
         return router
     }
 
     /// The complete responder: routes, errors as JSON, one access-log line per request.
     public func makeResponder(mountPrefix: String = "", slowRequestMilliseconds: Int = 1000) -> any Responder {
         let router = makeRouter(mountPrefix: mountPrefix).buildResponder(onError: Self.errorResponse)
-        return AccessLogResponder(inner: router, slowRequestMilliseconds: slowRequestMilliseconds)
+        return AccessLogResponder(inner: router, slowRequestMilliseconds: slowRequestMilliseconds, metrics: metrics)
     }
 
     /// Store errors become their statuses; anything unexpected is a logged 500 that

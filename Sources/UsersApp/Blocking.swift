@@ -22,6 +22,27 @@ func blockingWait<T: Sendable>(_ operation: @escaping @Sendable () async throws 
     return try box.result.withLock { $0! }.get()
 }
 
+/// Like `blockingWait`, but gives up after `timeoutSeconds` (the work keeps running).
+@available(*, noasync, message: "blocks the calling thread")
+func blockingWait<T: Sendable>(timeoutSeconds: Double, _ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = Box<T>()
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await operation())
+        } catch {
+            result = .failure(error)
+        }
+        box.result.withLock { $0 = result }
+        done.signal()
+    }
+    guard done.wait(timeout: .now() + timeoutSeconds) == .success else { throw TimedOut() }
+    return try box.result.withLock { $0! }.get()
+}
+
+struct TimedOut: Error {}
+
 private final class Box<T: Sendable>: Sendable {
     let result = Mutex<Result<T, any Error>?>(nil)
 }

@@ -93,15 +93,22 @@ struct Server {
             return 1
         }
         server.start()
+        Self.registerCollectors(application.collectors, server: server, database: database, scheduler: scheduler)
+        let watchdog = Watchdog(
+            notifier: notifier, environment: environment, server: server, scheduler: scheduler,
+            metrics: application.metrics, probePath: Router.normalizedPrefix(configuration.mountPrefix) + "/healthz"
+        )
+        watchdog.start()
         Log.info("serving", ["socket": describe(listen), "db": configuration.databasePath, "version": Usersd.version])
         notifier.notify("READY=1\nSTATUS=serving")
 
         while true {
             switch Signals.wait() {
             case .reload:
-                Log.info("reload requested (SIGHUP): nothing to reload; log level stays", ["level": Log.level.name])
+                reload()
             case .terminate(let signal):
                 Log.info("shutting down", ["signal": String(signal)])
+                watchdog.stop()
                 notifier.notify("STOPPING=1\nSTATUS=draining")
                 let clean = server.drain(grace: configuration.shutdownGraceSeconds)
                 if !clean { Log.warning("requests still running after the grace period; exiting anyway") }
@@ -112,6 +119,49 @@ struct Server {
                 return 0
             }
         }
+    }
+
+    /// SIGHUP: re-reads the log level from the environment file (`--env-file`), the
+    /// one setting that can change without a restart. The socket stays open.
+    private func reload() {
+        guard let file = configuration.environmentFile else {
+            Log.info("reload (SIGHUP): no --env-file to re-read; log level stays", ["level": Log.level.name])
+            return
+        }
+        guard let values = EnvironmentFile.read(file) else {
+            Log.warning("reload (SIGHUP): cannot read the environment file", ["file": file])
+            return
+        }
+        if let name = values["USERSD_LOG_LEVEL"], let level = LogLevel(name: name) {
+            Log.level = level
+        }
+        Log.warning("reloaded (SIGHUP)", ["level": Log.level.name])
+    }
+
+    static func registerCollectors(
+        _ collectors: MetricsCollectors, server: FastCGIServer, database: Database, scheduler: TaskScheduler
+    ) {
+        collectors.add { text in
+            let figures = server.statistics
+            text.help("usersd_worker_threads", "FastCGI worker threads (one per nginx connection), by state.", type: "gauge")
+            text.sample("usersd_worker_threads", ["state": "busy"], Double(figures.busyThreads))
+            text.sample("usersd_worker_threads", ["state": "total"], Double(figures.threads))
+            text.help("usersd_fastcgi_connections_total", "FastCGI connections accepted.", type: "counter")
+            text.sample("usersd_fastcgi_connections_total", [:], Double(figures.connectionsAccepted))
+        }
+        collectors.add { text in
+            let writes = database.writeStatistics
+            text.help("usersd_db_write_transactions_total", "Write transactions (group commits).", type: "counter")
+            text.sample("usersd_db_write_transactions_total", [:], Double(writes.batches))
+            text.help("usersd_db_write_transactions_failed_total", "Write transactions that could not commit.", type: "counter")
+            text.sample("usersd_db_write_transactions_failed_total", [:], Double(writes.failedBatches))
+            text.help("usersd_db_writes_total", "Writes carried by those transactions.", type: "counter")
+            text.sample("usersd_db_writes_total", [:], Double(writes.jobs))
+            text.help("usersd_db_write_transaction_seconds", "Time from BEGIN IMMEDIATE to the end of COMMIT.", type: "histogram")
+            text.histogram("usersd_db_write_transaction_seconds", [:], writes.transactionSeconds)
+        }
+        collectors.add { text in await scheduler.render(into: &text) }
+        collectors.add { text in ProcessFigures.render(into: &text) }
     }
 
     private func describe(_ listen: ListenSource) -> String {

@@ -1,0 +1,109 @@
+import Glibc
+
+/// Sends one FastCGI request to usersd's own listening socket and returns the HTTP
+/// status it answered, or `nil`.
+///
+/// The systemd watchdog is fed only when this round trip works: it exercises the
+/// accept loop, a worker thread, the router and (for `/healthz`) the database, so a
+/// wedged process stops petting the watchdog instead of lying from a timer.
+enum SelfProbe {
+    static func status(listenFd: Int32, path: String, timeoutMilliseconds: Int32) -> Int? {
+        var address = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listenFd, $0, &length) }
+        }
+        guard named == 0, address.sun_family == sa_family_t(AF_UNIX) else { return nil }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        var timeout = timeval(tv_sec: Int(timeoutMilliseconds / 1000), tv_usec: Int(timeoutMilliseconds % 1000) * 1000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+        }
+        guard connected == 0 else { return nil }
+        let request = Self.encode(params: [
+            ("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", path), ("REQUEST_URI", path), ("QUERY_STRING", ""),
+            ("REQUEST_ID", "watchdog"),
+        ])
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
+            return nil
+        }
+        // Read records until END_REQUEST; the status is in the first stdout bytes.
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while received.count < 65_536 {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { break }
+            received.append(contentsOf: buffer[0..<count])
+            if containsEndRequest(received) { break }
+        }
+        return parseStatus(stdout(of: received))
+    }
+
+    /// BEGIN_REQUEST (responder, no keep-alive), PARAMS, empty PARAMS, empty STDIN.
+    static func encode(params: [(String, String)]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes += record(type: 1, content: [0, 1, 0, 0, 0, 0, 0, 0])
+        var body: [UInt8] = []
+        for (name, value) in params {
+            body += length(name.utf8.count) + length(value.utf8.count) + Array(name.utf8) + Array(value.utf8)
+        }
+        bytes += record(type: 4, content: body)
+        bytes += record(type: 4, content: [])
+        bytes += record(type: 5, content: [])
+        return bytes
+    }
+
+    static func length(_ count: Int) -> [UInt8] {
+        count < 128
+            ? [UInt8(count)]
+            : [UInt8((count >> 24) & 0x7F) | 0x80, UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
+    }
+
+    static func record(type: UInt8, content: [UInt8]) -> [UInt8] {
+        [1, type, 0, 1, UInt8(content.count >> 8), UInt8(content.count & 0xFF), 0, 0] + content
+    }
+
+    /// Walks the records; returns the concatenated STDOUT content.
+    static func stdout(of bytes: [UInt8]) -> [UInt8] {
+        var output: [UInt8] = []
+        var index = 0
+        while index + 8 <= bytes.count {
+            let type = bytes[index + 1]
+            let length = Int(bytes[index + 4]) << 8 | Int(bytes[index + 5])
+            let padding = Int(bytes[index + 6])
+            let end = index + 8 + length
+            guard end <= bytes.count else { break }
+            if type == 6 { output += bytes[(index + 8)..<end] }
+            index = end + padding
+        }
+        return output
+    }
+
+    static func containsEndRequest(_ bytes: [UInt8]) -> Bool {
+        var index = 0
+        while index + 8 <= bytes.count {
+            if bytes[index + 1] == 3 { return true }
+            index += 8 + (Int(bytes[index + 4]) << 8 | Int(bytes[index + 5])) + Int(bytes[index + 6])
+        }
+        return false
+    }
+
+    /// `Status: 200 OK\r\n...` → 200.
+    static func parseStatus(_ head: [UInt8]) -> Int? {
+        let text = String(decoding: head.prefix(64), as: UTF8.self)
+        guard text.hasPrefix("Status: ") else { return nil }
+        return Int(text.dropFirst(8).prefix(3))
+    }
+}
+
+extension FastCGIServer {
+    /// One FastCGI round trip to this server's own socket (see `SelfProbe`).
+    public func probe(path: String = "/healthz", timeoutMilliseconds: Int32 = 5000) -> Int? {
+        SelfProbe.status(listenFd: listenFd, path: path, timeoutMilliseconds: timeoutMilliseconds)
+    }
+}

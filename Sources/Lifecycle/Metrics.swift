@@ -1,0 +1,188 @@
+import Foundation
+import Glibc
+import Synchronization
+
+/// A fixed-bucket latency histogram (Prometheus style, cumulative on output).
+public struct Histogram: Sendable {
+    public static let defaultBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    public let bounds: [Double]
+    public private(set) var counts: [Int]
+    public private(set) var sum: Double = 0
+    public private(set) var count: Int = 0
+
+    public init(bounds: [Double] = Histogram.defaultBounds) {
+        self.bounds = bounds
+        counts = Array(repeating: 0, count: bounds.count)
+    }
+
+    public mutating func observe(_ value: Double) {
+        sum += value
+        count += 1
+        if let index = bounds.firstIndex(where: { value <= $0 }) { counts[index] += 1 }
+    }
+
+    public mutating func merge(_ other: Histogram) {
+        for index in counts.indices { counts[index] += other.counts[index] }
+        sum += other.sum
+        count += other.count
+    }
+}
+
+/// Request counters and latencies.
+///
+/// Each thread records into its own shard (found through a pthread key), so the
+/// per-request path takes only an uncontended lock; a scrape sums the shards.
+public final class RequestMetrics: Sendable {
+    struct Key: Hashable, Sendable {
+        let route: String
+        let method: String
+        let status: Int
+    }
+
+    final class Shard: Sendable {
+        struct Data {
+            var requests: [Key: Int] = [:]
+            var latency: [String: Histogram] = [:]
+            var inFlight = 0
+        }
+        let data = Mutex(Data())
+    }
+
+    private let shards = Mutex<[Shard]>([])
+    private let key: pthread_key_t
+
+    public init() {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        self.key = key
+    }
+
+    /// This thread's shard (created on first use; shards live as long as the metrics).
+    private func shard() -> Shard {
+        if let pointer = pthread_getspecific(key) {
+            return Unmanaged<Shard>.fromOpaque(pointer).takeUnretainedValue()
+        }
+        let shard = Shard()
+        shards.withLock { $0.append(shard) }
+        pthread_setspecific(key, Unmanaged.passUnretained(shard).toOpaque())
+        return shard
+    }
+
+    public func requestStarted() {
+        shard().data.withLock { $0.inFlight += 1 }
+    }
+
+    /// Records a finished request. `route` is the matched pattern (`/users/{id}`),
+    /// never the raw path, so label cardinality stays bounded.
+    public func requestFinished(route: String, method: String, status: Int, seconds: Double) {
+        let method = Self.knownMethods.contains(method) ? method : "OTHER"
+        shard().data.withLock { data in
+            data.inFlight -= 1
+            data.requests[Key(route: route, method: method, status: status), default: 0] += 1
+            data.latency[route, default: Histogram()].observe(seconds)
+        }
+    }
+
+    static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    /// Sums every shard.
+    func snapshot() -> Shard.Data {
+        var total = Shard.Data()
+        for shard in shards.withLock({ $0 }) {
+            let data = shard.data.withLock { $0 }
+            total.inFlight += data.inFlight
+            for (key, count) in data.requests { total.requests[key, default: 0] += count }
+            for (route, histogram) in data.latency { total.latency[route, default: Histogram()].merge(histogram) }
+        }
+        return total
+    }
+
+    /// The request metrics in Prometheus text format.
+    public func render(into text: inout PrometheusText) {
+        let data = snapshot()
+        text.help("usersd_requests_total", "Requests answered, by route pattern, method and status.", type: "counter")
+        for (key, count) in data.requests.sorted(by: { ($0.key.route, $0.key.method, $0.key.status) < ($1.key.route, $1.key.method, $1.key.status) }) {
+            text.sample("usersd_requests_total", ["route": key.route, "method": key.method, "status": String(key.status)], Double(count))
+        }
+        text.help("usersd_request_duration_seconds", "Time to produce a response, by route pattern.", type: "histogram")
+        for (route, histogram) in data.latency.sorted(by: { $0.key < $1.key }) {
+            text.histogram("usersd_request_duration_seconds", ["route": route], histogram)
+        }
+        text.help("usersd_requests_in_flight", "Requests being handled now.", type: "gauge")
+        text.sample("usersd_requests_in_flight", [:], Double(data.inFlight))
+    }
+
+    /// Total requests answered so far (for `STATUS=`).
+    public var totalRequests: Int { snapshot().requests.values.reduce(0, +) }
+    public var inFlight: Int { snapshot().inFlight }
+}
+
+/// Builds a Prometheus text exposition (version 0.0.4).
+public struct PrometheusText: Sendable {
+    public private(set) var text = ""
+
+    public init() {}
+
+    public mutating func help(_ name: String, _ help: String, type: String) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    public mutating func sample(_ name: String, _ labels: [String: String], _ value: Double) {
+        text += name
+        if !labels.isEmpty {
+            text += "{" + labels.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\"\(Self.escape($0.value))\"" }.joined(separator: ",") + "}"
+        }
+        text += " \(Self.format(value))\n"
+    }
+
+    public mutating func histogram(_ name: String, _ labels: [String: String], _ histogram: Histogram) {
+        var cumulative = 0
+        for (index, bound) in histogram.bounds.enumerated() {
+            cumulative += histogram.counts[index]
+            sample(name + "_bucket", labels.merging(["le": Self.format(bound)]) { $1 }, Double(cumulative))
+        }
+        sample(name + "_bucket", labels.merging(["le": "+Inf"]) { $1 }, Double(histogram.count))
+        sample(name + "_sum", labels, histogram.sum)
+        sample(name + "_count", labels, Double(histogram.count))
+    }
+
+    static func escape(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+    }
+
+    static func format(_ value: Double) -> String {
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        return String(value)
+    }
+}
+
+/// Figures about the process itself, read from /proc.
+public enum ProcessFigures {
+    private static let startTime = Date()
+
+    public static var residentBytes: Int {
+        guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = statm.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    public static var openFileDescriptors: Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).count
+    }
+
+    public static var uptimeSeconds: Double { Date().timeIntervalSince(startTime) }
+
+    /// Starts the uptime clock (call at start-up).
+    public static func markStart() { _ = startTime }
+
+    public static func render(into text: inout PrometheusText) {
+        text.help("process_resident_memory_bytes", "Resident memory size in bytes.", type: "gauge")
+        text.sample("process_resident_memory_bytes", [:], Double(residentBytes))
+        text.help("process_open_fds", "Open file descriptors.", type: "gauge")
+        text.sample("process_open_fds", [:], Double(openFileDescriptors))
+        text.help("usersd_uptime_seconds", "Seconds since usersd started.", type: "gauge")
+        text.sample("usersd_uptime_seconds", [:], uptimeSeconds)
+    }
+}
