@@ -26,17 +26,23 @@ struct ConnectionWorker {
             guard state.markIdle(request.ipcFd) else { break }
             let accepted = FCGX_Accept_r(&request)
             state.markBusy()
-            guard accepted >= 0 else { return }  // libfcgi closed the connection
-            context.pool.requestStarted()
+            guard accepted >= 0 else {
+                state.markAccepting()
+                return  // libfcgi closed the connection
+            }
             handle(&request, executor: executor)
-            context.pool.requestFinished()
             FCGX_Finish_r(&request)
-            if request.ipcFd < 0 { return }  // nginx did not ask to keep it
+            if request.ipcFd < 0 {
+                state.markAccepting()
+                return  // nginx did not ask to keep it
+            }
         }
         // Draining: close the kept connection between requests.
         request.keepConnection = 0
         FCGX_Free(&request, 1)
+        state.markAccepting()
     }
+
 
     private func handle(_ request: inout FCGX_Request, executor: WorkerExecutor) {
         let streams = FCGXStreams(request)

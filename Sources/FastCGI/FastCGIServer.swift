@@ -42,20 +42,18 @@ public struct FastCGIStatistics: Sendable {
 
 /// A FastCGI responder server on libfcgi.
 ///
-/// One thread accepts connections; each connection gets its own worker thread (reused
-/// from a small idle cache) that loops in `FCGX_Accept_r` on that connection only.
-/// libfcgi pins a kept-alive nginx connection to one thread, so serving every
-/// connection nginx opens with its own thread is what guarantees that no request ever
-/// waits behind an idle kept connection; the thread count follows nginx's connection
-/// count (in-flight requests + `keepalive` idle per nginx worker), bounded by
-/// `maxConnections`.
+/// Worker threads accept connections themselves (blocking `accept` on the listening
+/// socket: the kernel wakes exactly one) and then loop in `FCGX_Accept_r` on that
+/// connection only. When the last idle thread takes a connection it starts another,
+/// so some thread is always accepting. libfcgi pins a kept-alive nginx connection to
+/// one thread; serving every connection nginx opens with its own thread is what
+/// guarantees that no request ever waits behind an idle kept connection. The thread
+/// count follows nginx's connection count (in-flight requests + `keepalive` idle per
+/// nginx worker), bounded by `maxConnections`.
 public final class FastCGIServer: Sendable {
     let configuration: FastCGIConfiguration
-    let responder: any Responder
-    let hooks: WorkerThreadHooks
-    private let listener: Listener
-    private let pool: WorkerPool
-    private let acceptorDone = DispatchSemaphore(value: 0)
+    let listener: Listener
+    let pool: WorkerPool
     private static let initialized: Bool = { FCGX_Init() == 0 }()
 
     public init(configuration: FastCGIConfiguration, responder: any Responder, hooks: WorkerThreadHooks = .init())
@@ -63,58 +61,35 @@ public final class FastCGIServer: Sendable {
     {
         guard Self.initialized else { throw ListenError(description: "FCGX_Init failed") }
         self.configuration = configuration
-        self.responder = responder
-        self.hooks = hooks
-        self.listener = try Listener(source: configuration.listen)
-        self.pool = WorkerPool(maxThreads: configuration.maxConnections, idleSeconds: configuration.idleThreadSeconds)
+        let listener = try Listener(source: configuration.listen)
+        self.listener = listener
+        self.pool = WorkerPool(
+            listener: listener,
+            context: ConnectionContext(responder: responder, maxBodyBytes: configuration.maxBodyBytes, hooks: hooks),
+            maxThreads: configuration.maxConnections,
+            maxIdleThreads: 64
+        )
     }
 
-    /// Starts accepting connections on a dedicated thread.
+    /// Starts the first accepting worker threads.
     public func start() {
-        let thread = Thread { [self] in
-            acceptLoop()
-            acceptorDone.signal()
-        }
-        thread.name = "usersd-accept"
-        thread.start()
+        pool.start(threads: 2)
     }
 
     public var statistics: FastCGIStatistics { pool.statistics }
 
     var listenFd: Int32 { listener.fd }
 
-    private func acceptLoop() {
-        let context = ConnectionContext(
-            responder: responder,
-            maxBodyBytes: configuration.maxBodyBytes,
-            hooks: hooks,
-            pool: pool
-        )
-        while true {
-            guard pool.waitForCapacity() else { return }
-            switch listener.accept() {
-            case .connection(let fd):
-                pool.serve(fd, context: context)
-            case .stopped:
-                return
-            case .failed(let code):
-                Log.acceptFailed(code)
-                // Out of descriptors or similar: back off briefly instead of spinning.
-                usleep(100_000)
-            }
-        }
-    }
-
     /// Stops accepting, lets in-flight requests finish within `grace`, closes idle
     /// kept-alive connections, and waits for every worker thread to end. Returns
     /// `false` when requests were still running at the deadline.
     @available(*, noasync, message: "blocks until the server drained")
     public func drain(grace: Double) -> Bool {
+        let deadline = DispatchTime.now() + grace
         pool.beginDraining()
-        listener.wake()
-        acceptorDone.wait()
+        let clean = pool.waitUntilEmpty(deadline: deadline)
         listener.close()
-        return pool.waitUntilEmpty(deadline: DispatchTime.now() + grace)
+        return clean
     }
 }
 
@@ -123,5 +98,4 @@ struct ConnectionContext: Sendable {
     let responder: any Responder
     let maxBodyBytes: Int
     let hooks: WorkerThreadHooks
-    let pool: WorkerPool
 }

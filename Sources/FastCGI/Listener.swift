@@ -1,3 +1,4 @@
+internal import CFastCGI
 import Glibc
 
 /// Where the listening socket comes from.
@@ -36,20 +37,11 @@ public struct ListenError: Error, Sendable, CustomStringConvertible {
     public let description: String
 }
 
-/// The listening socket plus a wake pipe, so the accept loop can be stopped without
-/// touching a socket that belongs to systemd.
+/// The listening socket. Worker threads block in `accept` on it directly.
 final class Listener: Sendable {
     let fd: Int32
     /// Set when usersd created the socket file (and must remove it at exit).
     let ownedPath: String?
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
-
-    enum AcceptResult {
-        case connection(Int32)
-        case stopped
-        case failed(Int32)
-    }
 
     init(source: ListenSource) throws(ListenError) {
         switch source {
@@ -63,21 +55,11 @@ final class Listener: Sendable {
             fd = try Self.createSocket(path: path, mode: mode, group: group)
             ownedPath = path
         }
-        // Non-blocking so that a connection taken by another process sharing the
-        // socket (old and new usersd during a restart) cannot block the accept loop.
+        // Blocking: the kernel then wakes exactly one waiting thread per connection.
+        // (A previous process sharing an inherited socket may have left it non-blocking.)
         let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        var pipeFds: [Int32] = [-1, -1]
-        guard pipe(&pipeFds) == 0 else {
-            throw ListenError(description: "pipe: \(String(cString: strerror(errno)))")
-        }
-        for descriptor in pipeFds {
-            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(descriptor, F_SETFL, O_NONBLOCK)
-        }
-        wakeRead = pipeFds[0]
-        wakeWrite = pipeFds[1]
     }
 
     private static func createSocket(path: String, mode: UInt32, group: String?) throws(ListenError) -> Int32 {
@@ -142,38 +124,20 @@ final class Listener: Sendable {
         return fd
     }
 
-    /// Waits for the next connection or for `wake()`.
-    func accept() -> AcceptResult {
-        while true {
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&fds, 2, -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                return .failed(errno)
-            }
-            if fds[1].revents != 0 { return .stopped }
-            guard fds[0].revents != 0 else { continue }
-            let connection = Glibc.accept(fd, nil, nil)
-            if connection >= 0 {
-                // Accepted sockets inherit nothing from the listener: blocking, as
-                // libfcgi expects; close-on-exec so no child process inherits them.
-                let flags = fcntl(connection, F_GETFL)
-                _ = fcntl(connection, F_SETFL, flags & ~O_NONBLOCK)
-                _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
-                return .connection(connection)
-            }
-            switch errno {
-            case EAGAIN, EINTR, ECONNABORTED, EPROTO: continue
-            default: return .failed(errno)
-            }
-        }
+    /// Blocks until a connection arrives; -1 with `errno` set otherwise (EINTR when
+    /// woken for draining, EINVAL once `stopAccepting` shut an owned socket down).
+    ///
+    /// On Linux an accepted socket does not inherit O_NONBLOCK, so it is blocking, as
+    /// libfcgi expects; close-on-exec is set atomically.
+    func acceptBlocking() -> Int32 {
+        usersd_accept_cloexec(fd)
     }
 
-    /// Makes `accept()` return `.stopped` (now and on every later call).
-    func wake() {
-        var byte: UInt8 = 1
-        _ = write(wakeWrite, &byte, 1)
+    /// Makes threads blocked in `accept` return. Only a socket usersd created is shut
+    /// down; an inherited one belongs to the service manager (threads are woken
+    /// with a signal instead, see `WorkerPool`).
+    func stopAccepting() {
+        if ownedPath != nil { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     /// Closes what usersd owns: its own socket (and its file); an inherited socket is

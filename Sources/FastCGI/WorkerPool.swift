@@ -1,155 +1,145 @@
 import Dispatch
 import Foundation
 import Glibc
+import Lifecycle
 import Synchronization
 
-/// The worker threads: one per open connection, plus a few idle ones kept for reuse.
+/// The worker threads: each accepts a connection, serves it until it closes, then
+/// accepts again (or exits when enough others are idle).
 ///
-/// Its lock is taken once per connection (not per request), so it stays off the
-/// per-request path.
+/// Its lock is taken once per connection, never per request: a lock shared by all
+/// workers on the request path spins under load (measured: a quarter of all CPU).
 final class WorkerPool: Sendable {
     private struct State {
         var threads = 0
-        var busy = 0
+        /// Threads in (or about to enter) `accept`.
+        var accepting = 0
         var accepted = 0
         var isDraining = false
-        /// Threads waiting for a connection to serve.
-        var idle: [IdleSlot] = []
-        /// Per-thread state, for draining.
         var workers: [ObjectIdentifier: WorkerState] = [:]
     }
 
     private let state = Mutex(State())
-    private let capacity = DispatchSemaphore(value: 0)
     private let emptied = DispatchSemaphore(value: 0)
+    let listener: Listener
+    let context: ConnectionContext
     let maxThreads: Int
-    let idleSeconds: Double
+    let maxIdleThreads: Int
 
-    init(maxThreads: Int, idleSeconds: Double) {
+    init(listener: Listener, context: ConnectionContext, maxThreads: Int, maxIdleThreads: Int) {
+        self.listener = listener
+        self.context = context
         self.maxThreads = maxThreads
-        self.idleSeconds = idleSeconds
+        self.maxIdleThreads = maxIdleThreads
+        WakeSignal.install()
     }
 
     var statistics: FastCGIStatistics {
-        state.withLock { FastCGIStatistics(threads: $0.threads, busyThreads: $0.busy, connectionsAccepted: $0.accepted) }
+        let (threads, accepted, workers) = state.withLock { ($0.threads, $0.accepted, Array($0.workers.values)) }
+        let busy = workers.filter(\.isBusy).count
+        return FastCGIStatistics(threads: threads, busyThreads: busy, connectionsAccepted: accepted)
     }
 
-    var isDraining: Bool { state.withLock { $0.isDraining } }
-
-    /// Blocks the acceptor while every thread serves a connection; `false` when draining.
-    func waitForCapacity() -> Bool {
-        while true {
-            let (draining, full) = state.withLock { state in
-                (state.isDraining, state.threads - state.idle.count >= maxThreads)
-            }
-            if draining { return false }
-            if !full { return true }
-            _ = capacity.wait(timeout: .now() + 1)
-        }
+    func start(threads: Int) {
+        for _ in 0..<threads { spawn() }
     }
 
-    /// Hands `fd` to an idle thread, or starts a new one.
-    func serve(_ fd: Int32, context: ConnectionContext) {
-        let slot = state.withLock { state -> IdleSlot? in
-            state.accepted += 1
-            return state.idle.popLast()
-        }
-        if let slot {
-            slot.handOff(fd)
-            return
-        }
+    /// Starts a thread that begins by accepting (counted as accepting at once, so the
+    /// spawner never starts two for the same gap).
+    private func spawn() {
         let worker = WorkerState()
-        state.withLock { state in
+        let admitted = state.withLock { state -> Bool in
+            guard !state.isDraining, state.threads < maxThreads else { return false }
             state.threads += 1
+            state.accepting += 1
             state.workers[ObjectIdentifier(worker)] = worker
+            return true
         }
+        guard admitted else { return }
         let thread = Thread { [self] in
-            context.hooks.started()
-            var next: Int32? = fd
-            while let connection = next {
-                ConnectionWorker(fd: connection, state: worker, context: context).serve()
-                next = park()
-            }
-            context.hooks.stopping()
-            threadExited(worker)
+            run(worker)
         }
         thread.name = "usersd-fcgi"
         thread.stackSize = 512 * 1024
         thread.start()
     }
 
-    func requestStarted() { state.withLock { $0.busy += 1 } }
-    func requestFinished() { state.withLock { $0.busy -= 1 } }
-
-    /// Waits (up to `idleSeconds`) for another connection to serve.
-    private func park() -> Int32? {
-        let slot = IdleSlot()
-        let parked = state.withLock { state -> Bool in
-            guard !state.isDraining, state.idle.count < 64 else { return false }
-            state.idle.append(slot)
-            return true
+    private func run(_ worker: WorkerState) {
+        worker.setThread(pthread_self())
+        context.hooks.started()
+        while true {
+            let fd = listener.acceptBlocking()
+            let (keepGoing, spawnAnother) = state.withLock { state -> (Bool, Bool) in
+                state.accepting -= 1
+                if fd >= 0 { state.accepted += 1 }
+                let spawn = fd >= 0 && state.accepting == 0 && !state.isDraining && state.threads < maxThreads
+                return (!state.isDraining, spawn)
+            }
+            if spawnAnother { spawn() }
+            if fd >= 0 {
+                ConnectionWorker(fd: fd, state: worker, context: context).serve()
+            } else if keepGoing {
+                let code = errno
+                if code != EINTR && code != EAGAIN && code != ECONNABORTED && code != EPROTO {
+                    Log.acceptFailed(code)
+                    usleep(100_000)  // out of descriptors or similar: back off, do not spin
+                }
+            }
+            let acceptAgain = state.withLock { state -> Bool in
+                guard !state.isDraining, state.accepting < maxIdleThreads else { return false }
+                state.accepting += 1
+                return true
+            }
+            if !acceptAgain { break }
         }
-        guard parked else { return nil }
-        capacity.signal()
-        if let fd = slot.wait(seconds: idleSeconds) { return fd }
-        // Timed out: leave the idle list unless a connection was handed over meanwhile.
-        let removed = state.withLock { state -> Bool in
-            guard let index = state.idle.firstIndex(where: { $0 === slot }) else { return false }
-            state.idle.remove(at: index)
-            return true
-        }
-        return removed ? nil : slot.wait(seconds: .infinity)
-    }
-
-    private func threadExited(_ worker: WorkerState) {
+        context.hooks.stopping()
         let empty = state.withLock { state -> Bool in
             state.threads -= 1
             state.workers[ObjectIdentifier(worker)] = nil
             return state.threads == 0 && state.isDraining
         }
-        capacity.signal()
         if empty { emptied.signal() }
     }
 
-    /// Stops handing out connections, wakes idle threads and closes idle kept
-    /// connections (their threads then exit); busy threads exit after their request.
+    /// Stops accepting and wakes every thread: those in `accept` return, idle kept
+    /// connections are closed (their threads then exit), busy threads exit after
+    /// their current request.
     func beginDraining() {
-        let (idle, workers) = state.withLock { state -> ([IdleSlot], [WorkerState]) in
-            state.isDraining = true
-            let idle = state.idle
-            state.idle.removeAll()
-            return (idle, Array(state.workers.values))
-        }
-        capacity.signal()
-        for slot in idle { slot.handOff(nil) }
-        for worker in workers { worker.beginDraining() }
+        state.withLock { $0.isDraining = true }
+        listener.stopAccepting()
+        for worker in state.withLock({ Array($0.workers.values) }) { worker.beginDraining() }
     }
 
-    /// Waits until every worker thread ended or the deadline passed.
+    /// Waits until every worker thread ended or the deadline passed. Threads blocked
+    /// in `accept` on an inherited socket (which must not be shut down) are
+    /// interrupted with a signal, repeatedly, since one sent just before a thread
+    /// enters `accept` would be missed.
     func waitUntilEmpty(deadline: DispatchTime) -> Bool {
-        if state.withLock({ $0.threads == 0 }) { return true }
         while true {
-            if emptied.wait(timeout: deadline) == .timedOut { return state.withLock { $0.threads == 0 } }
             if state.withLock({ $0.threads == 0 }) { return true }
+            if DispatchTime.now() >= deadline { return false }
+            for worker in state.withLock({ Array($0.workers.values) }) { worker.interruptIfAccepting() }
+            _ = emptied.wait(timeout: min(deadline, .now() + .milliseconds(20)))
         }
     }
 }
 
-/// A parked thread's mailbox: the next fd to serve, or `nil` to exit.
-final class IdleSlot: Sendable {
-    private let fd = Mutex<Int32??>(nil)
-    private let ready = DispatchSemaphore(value: 0)
+/// A no-op handler for SIGUSR2, installed without `SA_RESTART`, so the signal makes
+/// a blocking `accept` fail with `EINTR` (the wake-up for draining).
+enum WakeSignal {
+    static let number = SIGUSR2
 
-    func handOff(_ descriptor: Int32?) {
-        fd.withLock { $0 = .some(descriptor) }
-        ready.signal()
+    static func install() {
+        _ = installed
     }
 
-    func wait(seconds: Double) -> Int32? {
-        let deadline: DispatchTime = seconds.isFinite ? .now() + seconds : .distantFuture
-        guard ready.wait(timeout: deadline) == .success else { return nil }
-        return fd.withLock { $0 ?? nil }
-    }
+    private static let installed: Bool = {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        return sigaction(number, &action, nil) == 0
+    }()
 }
 
 /// What one worker thread is doing, so draining can wake it safely.
@@ -159,16 +149,22 @@ final class IdleSlot: Sendable {
 /// a reused descriptor number.
 final class WorkerState: Sendable {
     private enum Phase {
+        case accepting
         case busy
         case idle(Int32)
     }
 
     private struct State {
-        var phase = Phase.busy
+        var phase = Phase.accepting
         var isDraining = false
+        var thread: pthread_t?
     }
 
     private let state = Mutex(State())
+
+    func setThread(_ thread: pthread_t) {
+        state.withLock { $0.thread = thread }
+    }
 
     /// Marks the connection idle (waiting for nginx's next request); `false` when the
     /// server is draining and the connection should be closed instead.
@@ -184,11 +180,31 @@ final class WorkerState: Sendable {
         state.withLock { $0.phase = .busy }
     }
 
+    func markAccepting() {
+        state.withLock { $0.phase = .accepting }
+    }
+
+    /// Serving a request (not waiting for one), for metrics.
+    var isBusy: Bool {
+        state.withLock { state in
+            if case .busy = state.phase { return true }
+            return false
+        }
+    }
+
     func beginDraining() {
         state.withLock { state in
             state.isDraining = true
             if case .idle(let fd) = state.phase {
                 shutdown(fd, Int32(SHUT_RD))
+            }
+        }
+    }
+
+    func interruptIfAccepting() {
+        state.withLock { state in
+            if case .accepting = state.phase, let thread = state.thread {
+                pthread_kill(thread, WakeSignal.number)
             }
         }
     }

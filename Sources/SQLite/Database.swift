@@ -30,6 +30,10 @@ public final class Database: Sendable {
     let serial: Int
     private static let serials = Atomic<Int>(0)
     private let isClosed = Atomic<Bool>(false)
+    /// Read connections not attached to a thread, kept so their statement caches
+    /// outlive worker threads (nginx churns connections, and with them threads).
+    private let idleReaders = Mutex<[ReaderHandoff]>([])
+    static let maximumIdleReaders = 128
 
     /// Opens the database (creating it), switches to WAL and starts its threads.
     public init(options: DatabaseOptions) throws {
@@ -102,14 +106,22 @@ public final class Database: Sendable {
     /// Call `detachReaderFromCurrentThread()` on the same thread before it exits.
     public func attachReaderToCurrentThread() {
         guard !isClosed.load(ordering: .relaxed) else { return }
-        if let connection = try? Connection(path: options.path, readOnly: true,
-                                             busyTimeoutMilliseconds: options.busyTimeoutMilliseconds) {
+        if let handoff = idleReaders.withLock({ $0.popLast() }) {
+            ThreadReaders.attach(handoff.take(), for: self)
+        } else if let connection = try? Connection(path: options.path, readOnly: true,
+                                                    busyTimeoutMilliseconds: options.busyTimeoutMilliseconds) {
             ThreadReaders.attach(connection, for: self)
         }
     }
 
+    /// Returns the thread's reader to the idle pool (call on the same thread).
     public func detachReaderFromCurrentThread() {
-        ThreadReaders.detach(for: self)
+        guard let connection = ThreadReaders.detach(for: self) else { return }
+        guard !isClosed.load(ordering: .relaxed) else { return }
+        let handoff = ReaderHandoff(connection)
+        idleReaders.withLock { readers in
+            if readers.count < Self.maximumIdleReaders { readers.append(handoff) }
+        }
     }
 
     /// Finishes queued work and closes the writer and shared reader (the writer last,
@@ -117,6 +129,7 @@ public final class Database: Sendable {
     public func close() {
         guard !isClosed.exchange(true, ordering: .relaxed) else { return }
         ThreadReaders.detach(for: self)
+        idleReaders.withLock { $0.removeAll() }
         reader.stop()
         writer.stop()
     }
@@ -125,4 +138,22 @@ public final class Database: Sendable {
 /// Thrown for work submitted after `close()`.
 public struct DatabaseClosedError: Error, Sendable, CustomStringConvertible {
     public var description: String { "database is closed" }
+}
+
+/// Moves a read connection between threads through the idle pool.
+///
+/// `@unchecked Sendable`: a connection in the pool belongs to no thread. It is put
+/// in by the thread that used it last (after its last use) and taken out by exactly
+/// one thread under the pool's lock, so it is never used by two threads at once.
+final class ReaderHandoff: @unchecked Sendable {
+    private var connection: Connection?
+
+    init(_ connection: Connection) {
+        self.connection = connection
+    }
+
+    func take() -> Connection {
+        defer { connection = nil }
+        return connection!
+    }
 }
