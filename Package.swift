@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "FastCGI", dependencies: ["CFastCGI", "HTTP", "Lifecycle"], swiftSettings: swiftSettings),
         .target(name: "SQLite", dependencies: ["CSQLite", "Lifecycle"], swiftSettings: swiftSettings),
         .target(name: "Lifecycle", swiftSettings: swiftSettings),
-        .target(name: "Store", dependencies: ["SQLite"], swiftSettings: swiftSettings),
+        .target(name: "Store", dependencies: ["SQLite", "HTTP"], swiftSettings: swiftSettings),
         .target(name: "Scheduler", dependencies: ["Store", "Lifecycle", "HTTP"], swiftSettings: swiftSettings),
         .target(
             name: "UsersApp",
@@ -32,7 +32,7 @@ let package = Package(
         ),
         .executableTarget(name: "usersd", dependencies: ["UsersApp"], swiftSettings: swiftSettings),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"], swiftSettings: swiftSettings),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "SQLite"], swiftSettings: swiftSettings),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "SQLite", "HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Store", "SQLite", "HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "UsersAppTests", dependencies: ["UsersApp", "HTTP", "Store"], swiftSettings: swiftSettings),

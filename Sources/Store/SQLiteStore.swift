@@ -1,4 +1,6 @@
+import HTTP
 public import SQLite
+import Synchronization
 
 /// The SQLite implementation of the store: users, tasks and the outbox in one file.
 public final class SQLiteStore: UserStore {
@@ -6,6 +8,14 @@ public final class SQLiteStore: UserStore {
     /// Called inside the user-insert transaction; returns the task rows to enqueue with
     /// it (the transactional outbox). Set by the scheduler layer.
     let onUserCreated: @Sendable (Connection, User) throws -> Void
+    private let changes = Atomic<UInt64>(0)
+
+    public var changeVersion: UInt64 { changes.load(ordering: .acquiring) }
+
+    /// Called after a user write committed and before it is acknowledged.
+    private func userChanged() {
+        changes.add(1, ordering: .releasing)
+    }
 
     public init(database: Database, onUserCreated: @escaping @Sendable (Connection, User) throws -> Void = { _, _ in }) {
         self.database = database
@@ -24,6 +34,7 @@ public final class SQLiteStore: UserStore {
 
     public func createUser(name: String, email: String) async throws -> User {
         let hook = onUserCreated
+        defer { userChanged() }
         return try await mapErrors {
             try await database.write { connection in
                 let statement = try connection.cached(
@@ -65,8 +76,34 @@ public final class SQLiteStore: UserStore {
         }
     }
 
-    public func updateUser(id: Int64, name: String?, email: String?) async throws -> User? {
+    public func userSummaryPage(afterID: Int64, limit: Int) async throws -> UserSummaryPage {
         try await mapErrors {
+            try await database.read { connection in
+                let statement = try connection.cached("SELECT id, name, email FROM users WHERE id > ? ORDER BY id LIMIT ?")
+                try statement.bind([.integer(afterID), .integer(Int64(limit))])
+                var json = JSONWriter(capacity: min(limit, 1000) * 64)
+                var count = 0
+                var lastID: Int64?
+                try statement.forEachRow { row in
+                    let id = row.integer(0)
+                    json.append(count == 0 ? "{\"id\":" : ",{\"id\":")
+                    json.integer(id)
+                    json.append(",\"name\":")
+                    row.withText(1) { json.string(utf8: $0) }
+                    json.append(",\"email\":")
+                    row.withText(2) { json.string(utf8: $0) }
+                    json.append("}")
+                    count += 1
+                    lastID = id
+                }
+                return UserSummaryPage(json: json.bytes, count: count, lastID: lastID)
+            }
+        }
+    }
+
+    public func updateUser(id: Int64, name: String?, email: String?) async throws -> User? {
+        defer { userChanged() }
+        return try await mapErrors {
             try await database.write { connection in
                 let statement = try connection.cached(
                     """
@@ -90,7 +127,8 @@ public final class SQLiteStore: UserStore {
     }
 
     public func deleteUser(id: Int64) async throws -> Bool {
-        try await mapErrors {
+        defer { userChanged() }
+        return try await mapErrors {
             try await database.write { connection in
                 try connection.cached("DELETE FROM users WHERE id = ?").bind([.integer(id)]).run()
                 return connection.changes > 0

@@ -5,6 +5,7 @@ import Store
 /// REST-style `/users/<id>`.
 struct UserRoutes: Sendable {
     let store: any UserStore
+    let listCache = UserListCache()
     /// Called after a user was created (its welcome task is already committed).
     var userCreated: @Sendable () -> Void = {}
     /// Rows per database read while streaming `GET /users`: one short read
@@ -15,7 +16,7 @@ struct UserRoutes: Sendable {
         router.post("/add-user") { request, _ in try await create(request) }
         router.post("/users") { request, _ in try await create(request) }
         router.get("/user/{id}") { _, parameters in try await showSeed(parameters) }
-        router.get("/users") { request, _ in try list(request) }
+        router.get("/users") { request, _ in try await list(request) }
         router.get("/users/{id}") { _, parameters in try await show(parameters) }
         router.patch("/users/{id}") { request, parameters in try await update(request, parameters) }
         router.delete("/users/{id}") { _, parameters in try await delete(parameters) }
@@ -73,7 +74,32 @@ struct UserRoutes: Sendable {
 
     /// `GET /users[?limit=N&after_id=K]`: streamed page by page in id order, so memory
     /// stays flat whatever the table size.
-    func list(_ request: Request) throws -> Response {
+    /// The whole list from the cache, or read into it when the table is small;
+    /// `nil` when the table is too big to cache (then it is streamed).
+    func cachedFullList() async throws -> [UInt8]? {
+        let version = store.changeVersion
+        if let body = listCache.body(at: version) { return body }
+        let limit = UserListCache.maximumRows
+        var body: [UInt8] = [UInt8(ascii: "[")]
+        var cursor: Int64 = 0
+        var total = 0
+        while true {
+            let page = try await store.userSummaryPage(afterID: cursor, limit: Self.pageSize)
+            if page.count > 0 {
+                if total > 0 { body.append(UInt8(ascii: ",")) }
+                body.append(contentsOf: page.json)
+            }
+            total += page.count
+            guard page.count == Self.pageSize, let last = page.lastID else { break }
+            if total >= limit { return nil }
+            cursor = last
+        }
+        body.append(UInt8(ascii: "]"))
+        listCache.store(body, at: version)
+        return body
+    }
+
+    func list(_ request: Request) async throws -> Response {
         let query = request.queryParameters
         var limit = Int.max
         if let text = query["limit"] {
@@ -90,34 +116,39 @@ struct UserRoutes: Sendable {
             afterID = value
         }
         let store = self.store
+        if limit == Int.max && afterID == 0 {
+            if let cached = try await cachedFullList() {
+                return Response.json(.ok, cached)
+            }
+        }
         let (firstAfterID, maximum) = (afterID, limit)
         return Response(
             status: .ok,
             headers: [("Content-Type", Response.jsonContentType)],
             body: .stream { writer in
-                var json = JSONWriter(capacity: 64 * 1024)
-                json.raw([UInt8(ascii: "[")])
+                var buffer: [UInt8] = [UInt8(ascii: "[")]
+                buffer.reserveCapacity(64 * 1024)
                 var cursor = firstAfterID
                 var remaining = maximum
                 var isFirst = true
                 while remaining > 0 {
                     let wanted = min(Self.pageSize, remaining)
-                    let page = try await store.users(afterID: cursor, limit: wanted)
-                    for user in page {
-                        if !isFirst { json.raw([UInt8(ascii: ",")]) }
+                    let page = try await store.userSummaryPage(afterID: cursor, limit: wanted)
+                    if page.count > 0 {
+                        if !isFirst { buffer.append(UInt8(ascii: ",")) }
                         isFirst = false
-                        json.summary(user)
+                        buffer.append(contentsOf: page.json)
                     }
                     remaining -= page.count
-                    guard page.count == wanted, let last = page.last else { break }
-                    cursor = last.id
-                    if json.bytes.count >= 32 * 1024 {
-                        try await writer.write(json.bytes)
-                        json = JSONWriter(capacity: 64 * 1024)
+                    guard page.count == wanted, let last = page.lastID else { break }
+                    cursor = last
+                    if buffer.count >= 32 * 1024 {
+                        try await writer.write(buffer)
+                        buffer.removeAll(keepingCapacity: true)
                     }
                 }
-                json.raw([UInt8(ascii: "]")])
-                try await writer.write(json.bytes)
+                buffer.append(UInt8(ascii: "]"))
+                try await writer.write(buffer)
             }
         )
     }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTP
 import Testing
 
 @testable import SQLite
@@ -63,6 +64,20 @@ final class TemporaryDatabase {
         let next = try await store.users(afterID: 3, limit: 10)
         #expect(next.map(\.id) == [4, 5, 6, 7])
         #expect(try await store.users(afterID: 7, limit: 10).isEmpty)
+    }
+
+    @Test func summaryPagesEncodeTheSameRowsAsJSON() async throws {
+        let names = ["plain", "quote\" back\\slash", "tab\tnew\nline", "emoji 😀 שלום", "ctl\u{1}"]
+        for (index, name) in names.enumerated() { _ = try await store.createUser(name: name, email: "p\(index)@x.io") }
+        let page = try await store.userSummaryPage(afterID: 1, limit: 3)
+        #expect(page.count == 3 && page.lastID == 4)
+        let parsed = try JSONParser.parse(Array("[".utf8) + page.json + Array("]".utf8))
+        let expected = try await store.users(afterID: 1, limit: 3).map { user -> JSONValue in
+            .object(["id": .number(Double(user.id), integer: user.id), "name": .string(user.name), "email": .string(user.email)])
+        }
+        #expect(parsed == .array(expected))
+        let empty = try await store.userSummaryPage(afterID: 99, limit: 3)
+        #expect(empty.count == 0 && empty.json.isEmpty && empty.lastID == nil)
     }
 
     @Test func updatesOnlyTheGivenFields() async throws {

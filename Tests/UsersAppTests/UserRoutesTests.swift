@@ -120,6 +120,31 @@ import Testing
         #expect(await send("DELETE", "/users/1").0 == 404)
     }
 
+    @Test func cachedListIsNeverStaleAfterAnAcknowledgedWrite() async {
+        #expect(await send("GET", "/users").1 == .array([]))
+        _ = await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#)
+        #expect(await send("GET", "/users").1?.arrayCount == 1)
+        _ = await send("PATCH", "/users/1", json: #"{"name":"renamed"}"#)
+        #expect(await send("GET", "/users").1 == .array([.object(["id": .number(1, integer: 1), "name": .string("renamed"), "email": .string("a@x.io")])]))
+        _ = await send("DELETE", "/users/1")
+        #expect(await send("GET", "/users").1 == .array([]))
+        // Concurrent writers: each one, once acknowledged, is in every later list.
+        let stale = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<40 {
+                group.addTask {
+                    let (status, json, _) = await send("POST", "/users", json: #"{"name":"n","email":"c\#(index)@x.io"}"#)
+                    guard status == 201, case .number(_, let id?)? = json?["user"]?["id"] else { return true }
+                    guard case .array(let users)? = await send("GET", "/users").1 else { return true }
+                    return !users.contains { $0["id"] == .number(Double(id), integer: id) }
+                }
+            }
+            var stale = 0
+            for await isStale in group where isStale { stale += 1 }
+            return stale
+        }
+        #expect(stale == 0)
+    }
+
     @Test func listPagingAndItsErrors() async {
         for index in 1...5 { _ = await send("POST", "/users", json: #"{"name":"u","email":"u\#(index)@x.io"}"#) }
         let (_, page, _) = await send("GET", "/users", query: "limit=2&after_id=2")
@@ -131,6 +156,13 @@ import Testing
         #expect(await send("GET", "/users", query: "limit=0").1?["field"] == .string("limit"))
         #expect(await send("GET", "/users", query: "limit=x").0 == 422)
         #expect(await send("GET", "/users", query: "after_id=-1").1?["field"] == .string("after_id"))
+    }
+}
+
+extension JSONValue {
+    var arrayCount: Int? {
+        if case .array(let elements) = self { return elements.count }
+        return nil
     }
 }
 

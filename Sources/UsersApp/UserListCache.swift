@@ -1,0 +1,30 @@
+import Store
+import Synchronization
+
+/// The complete `GET /users` answer for small tables, kept until the next user write.
+///
+/// Correctness: the store's `changeVersion` grows after every user write commits and
+/// before it is acknowledged. An entry is tagged with the version read *before* its
+/// rows were read, and used only while the version is unchanged; so a request that
+/// starts after a write was acknowledged can never get an answer from before it.
+final class UserListCache: Sendable {
+    /// Tables up to this many rows are cached (~64 bytes each); bigger ones stream.
+    static let maximumRows = 5000
+
+    private struct Entry {
+        let version: UInt64
+        let body: [UInt8]
+    }
+
+    private let entry = Mutex<Entry?>(nil)
+
+    func body(at version: UInt64) -> [UInt8]? {
+        entry.withLock { entry in entry?.version == version ? entry?.body : nil }
+    }
+
+    func store(_ body: [UInt8], at version: UInt64) {
+        entry.withLock { entry in
+            if (entry?.version ?? 0) <= version { entry = Entry(version: version, body: body) }
+        }
+    }
+}
