@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test unit e2e build release bench clean
+.PHONY: run test unit e2e build release bench deb clean
 
 ## run: install what is missing, build, serve on http://127.0.0.1:8080 (Ctrl-C stops)
 run:
@@ -30,5 +30,10 @@ build:
 release:
 	swift build -c release
 
+## deb: build dist/usersd_<version>_amd64.deb (static Swift runtime, stripped)
+deb:
+	scripts/deps.sh deb
+	scripts/build-deb.sh
+
 clean:
-	rm -rf .build run
+	rm -rf .build .build-deb dist run

@@ -8,7 +8,10 @@ mode="${1:-run}"
 
 packages=(libfcgi-dev libsqlite3-dev nginx-light curl)
 if [[ "$mode" == test || "$mode" == bench ]]; then
-  packages+=(sqlite3 spawn-fcgi libfcgi-bin systemd python3)
+  packages+=(sqlite3 spawn-fcgi libfcgi-bin systemd python3 strace dpkg-dev)
+fi
+if [[ "$mode" == deb ]]; then
+  packages+=(dpkg-dev)
 fi
 if [[ "$mode" == bench ]]; then
   packages+=(wrk php8.2-fpm php8.2-sqlite3)

@@ -22,25 +22,21 @@ struct ConnectionWorker {
         request.ipcFd = fd
         request.keepConnection = 1
         let executor = WorkerExecutor()
+        defer { state.markAccepting() }
         while true {
-            guard state.markIdle(request.ipcFd) else { break }
+            // Always read the next request: nginx may already have sent it on this
+            // connection, even while draining (closing now would lose it).
+            state.markIdle(request.ipcFd)
             let accepted = FCGX_Accept_r(&request)
             state.markBusy()
-            guard accepted >= 0 else {
-                state.markAccepting()
-                return  // libfcgi closed the connection
-            }
+            guard accepted >= 0 else { return }  // nginx closed the connection (or drain woke it)
             handle(&request, executor: executor)
+            // While draining, close the connection right after this response, so
+            // nginx never sends another request on it.
+            if state.isDraining { request.keepConnection = 0 }
             FCGX_Finish_r(&request)
-            if request.ipcFd < 0 {
-                state.markAccepting()
-                return  // nginx did not ask to keep it
-            }
+            if request.ipcFd < 0 { return }  // closed: not kept, or draining
         }
-        // Draining: close the kept connection between requests.
-        request.keepConnection = 0
-        FCGX_Free(&request, 1)
-        state.markAccepting()
     }
 
 

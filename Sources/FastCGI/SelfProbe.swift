@@ -1,30 +1,17 @@
 import Glibc
 
-/// Sends one FastCGI request to usersd's own listening socket and returns the HTTP
-/// status it answered, or `nil`.
+/// A FastCGI client for one request, used to check usersd from inside.
 ///
 /// The systemd watchdog is fed only when this round trip works: it exercises the
 /// accept loop, a worker thread, the router and (for `/healthz`) the database, so a
 /// wedged process stops petting the watchdog instead of lying from a timer.
 enum SelfProbe {
-    static func status(listenFd: Int32, path: String, timeoutMilliseconds: Int32) -> Int? {
-        var address = sockaddr_un()
-        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
-        let named = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listenFd, $0, &length) }
-        }
-        guard named == 0, address.sun_family == sa_family_t(AF_UNIX) else { return nil }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    /// Exchanges one request over `fd` (the client end of a connection some worker
+    /// serves) and returns the HTTP status, or `nil`.
+    static func status(over fd: Int32, path: String, timeoutMilliseconds: Int32) -> Int? {
         var timeout = timeval(tv_sec: Int(timeoutMilliseconds / 1000), tv_usec: Int(timeoutMilliseconds % 1000) * 1000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
-        }
-        guard connected == 0 else { return nil }
         let request = Self.encode(params: [
             ("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", path), ("REQUEST_URI", path), ("QUERY_STRING", ""),
             ("REQUEST_ID", "watchdog"),
@@ -102,8 +89,21 @@ enum SelfProbe {
 }
 
 extension FastCGIServer {
-    /// One FastCGI round trip to this server's own socket (see `SelfProbe`).
+    /// One FastCGI round trip through a worker, the router and (for `/healthz`) the
+    /// database, over a socket pair (connecting to the listening socket by path may
+    /// be forbidden: under systemd it belongs to nginx's group). `nil` when there is
+    /// no answer, or when no thread is accepting connections although it could.
     public func probe(path: String = "/healthz", timeoutMilliseconds: Int32 = 5000) -> Int? {
-        SelfProbe.status(listenFd: listenFd, path: path, timeoutMilliseconds: timeoutMilliseconds)
+        guard pool.isAcceptingConnections else { return nil }
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            return nil
+        }
+        defer { close(fds[1]) }
+        guard pool.serveDetached(fds[0]) else {
+            close(fds[0])
+            return nil
+        }
+        return SelfProbe.status(over: fds[1], path: path, timeoutMilliseconds: timeoutMilliseconds)
     }
 }

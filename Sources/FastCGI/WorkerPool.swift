@@ -40,6 +40,24 @@ final class WorkerPool: Sendable {
         return FastCGIStatistics(threads: threads, busyThreads: busy, connectionsAccepted: accepted)
     }
 
+    /// Some thread is in `accept` (or all allowed threads are busy serving).
+    var isAcceptingConnections: Bool {
+        state.withLock { $0.accepting > 0 || $0.threads >= maxThreads || $0.isDraining }
+    }
+
+    /// Serves one connection on a thread of its own, outside the accepting pool (the
+    /// watchdog's probe). `false` while draining.
+    func serveDetached(_ fd: Int32) -> Bool {
+        guard !state.withLock({ $0.isDraining }) else { return false }
+        let context = self.context
+        let thread = Thread {
+            ConnectionWorker(fd: fd, state: WorkerState(), context: context).serve()
+        }
+        thread.name = "usersd-probe"
+        thread.start()
+        return true
+    }
+
     func start(threads: Int) {
         for _ in 0..<threads { spawn() }
     }
@@ -101,9 +119,8 @@ final class WorkerPool: Sendable {
         if empty { emptied.signal() }
     }
 
-    /// Stops accepting and wakes every thread: those in `accept` return, idle kept
-    /// connections are closed (their threads then exit), busy threads exit after
-    /// their current request.
+    /// Stops accepting. Threads in `accept` return; connections close after their
+    /// next response, or once idle for a moment (see `WorkerState`).
     func beginDraining() {
         state.withLock { $0.isDraining = true }
         listener.stopAccepting()
@@ -118,7 +135,11 @@ final class WorkerPool: Sendable {
         while true {
             if state.withLock({ $0.threads == 0 }) { return true }
             if DispatchTime.now() >= deadline { return false }
-            for worker in state.withLock({ Array($0.workers.values) }) { worker.interruptIfAccepting() }
+            let now = WorkerState.now()
+            for worker in state.withLock({ Array($0.workers.values) }) {
+                worker.interruptIfAccepting()
+                worker.closeIfIdle(now: now)
+            }
             _ = emptied.wait(timeout: min(deadline, .now() + .milliseconds(20)))
         }
     }
@@ -151,7 +172,9 @@ final class WorkerState: Sendable {
     private enum Phase {
         case accepting
         case busy
-        case idle(Int32)
+        /// Waiting for nginx's next request on a kept connection, since `since`
+        /// (monotonic nanoseconds).
+        case idle(Int32, since: UInt64)
     }
 
     private struct State {
@@ -160,21 +183,30 @@ final class WorkerState: Sendable {
         var thread: pthread_t?
     }
 
+    /// During a drain, a kept connection idle for this long is closed. nginx reuses
+    /// its most recently used connections first, so one idle this long is the least
+    /// likely to carry a request at the moment it is closed (which would lose it).
+    static let drainIdleNanoseconds: UInt64 = 250_000_000
+
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
     private let state = Mutex(State())
 
     func setThread(_ thread: pthread_t) {
         state.withLock { $0.thread = thread }
     }
 
-    /// Marks the connection idle (waiting for nginx's next request); `false` when the
-    /// server is draining and the connection should be closed instead.
-    func markIdle(_ fd: Int32) -> Bool {
-        state.withLock { state in
-            guard !state.isDraining else { return false }
-            state.phase = .idle(fd)
-            return true
-        }
+    /// Marks the connection idle (waiting for nginx's next request).
+    func markIdle(_ fd: Int32) {
+        let now = Self.now()
+        state.withLock { $0.phase = .idle(fd, since: now) }
     }
+
+    var isDraining: Bool { state.withLock { $0.isDraining } }
 
     func markBusy() {
         state.withLock { $0.phase = .busy }
@@ -193,10 +225,17 @@ final class WorkerState: Sendable {
     }
 
     func beginDraining() {
+        state.withLock { $0.isDraining = true }
+    }
+
+    /// Closes the kept connection if it has been idle long enough (see
+    /// `drainIdleNanoseconds`): `shutdown(SHUT_RD)` makes libfcgi's blocked read
+    /// return, and libfcgi then closes its own descriptor.
+    func closeIfIdle(now: UInt64) {
         state.withLock { state in
-            state.isDraining = true
-            if case .idle(let fd) = state.phase {
+            if case .idle(let fd, let since) = state.phase, now &- since >= Self.drainIdleNanoseconds {
                 shutdown(fd, Int32(SHUT_RD))
+                state.phase = .busy  // woken; never shut the same descriptor twice
             }
         }
     }
