@@ -1,0 +1,188 @@
+"""Background tasks through nginx: /start-task, the /tasks API, the welcome outbox,
+cancellation, the queue bound, and durability across kill -9 and graceful restarts.
+
+Waiting for a task's state polls GET /tasks/<id> until a deadline: the test waits for
+the event it names, it never sleeps to hope a race away.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+
+import requests
+
+from conftest import unique_email
+
+JSON = {"Content-Type": "application/json"}
+
+
+def post_task(stack, body, headers=None):
+    return requests.post(stack.url("/tasks"), json=body, headers={**JSON, **(headers or {})}, timeout=10)
+
+
+def task(stack, task_id):
+    response = requests.get(stack.url(f"/tasks/{task_id}"), timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for_state(stack, task_id, states, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        current = task(stack, task_id)
+        if current["state"] in states:
+            return current
+        assert time.monotonic() < deadline, f"task {task_id} still {current['state']} after {timeout}s: {current}"
+        time.sleep(0.05)
+
+
+def test_start_task_answers_at_once_and_the_task_completes(api):
+    started = time.monotonic()
+    response = requests.get(api.url("/start-task"), timeout=10)
+    answered = time.monotonic() - started
+    assert response.status_code == 202, response.text
+    assert answered < 1.0, f"/start-task took {answered:.2f}s"
+    body = response.json()
+    assert body["message"] == "Task started"
+    created = body["task"]
+    assert created["kind"] == "sleep" and created["payload"] == {"seconds": 5}
+    assert created["state"] in ("queued", "running")
+    assert response.headers["Location"] == f"/tasks/{created['id']}"
+    done = wait_for_state(api, created["id"], {"succeeded", "failed", "cancelled"}, timeout=20)
+    assert done["state"] == "succeeded"
+    assert done["attempts"] == 1
+    assert done["result"] == {"slept_seconds": 5}
+    assert time.monotonic() - started >= 4.5
+    log = api.service.log_text()
+    assert "Background task completed" in log and f"task_id={created['id']}" in log
+
+
+def test_user_requests_stay_prompt_while_four_long_tasks_run(api):
+    ids = [post_task(api, {"kind": "sleep", "seconds": 30}).json()["task"]["id"] for _ in range(4)]
+    for task_id in ids:
+        wait_for_state(api, task_id, {"running"})
+    with requests.Session() as session:
+        for index in range(20):
+            started = time.monotonic()
+            created = session.post(api.url("/add-user"), json={"name": "busy", "email": unique_email(f"busy{index}")},
+                                   headers=JSON, timeout=10)
+            fetched = session.get(api.url(f"/user/{created.json()['user']['id']}"), timeout=10)
+            elapsed = time.monotonic() - started
+            assert created.status_code == 201 and fetched.status_code == 200
+            assert elapsed < 2.0, f"a create + read took {elapsed:.2f}s while tasks ran"
+    for task_id in ids:
+        assert requests.delete(api.url(f"/tasks/{task_id}"), timeout=15).json()["state"] == "cancelled"
+
+
+def test_post_tasks_location_get_list_and_idempotency(api):
+    response = post_task(api, {"kind": "sleep", "seconds": 0.2}, headers={"Idempotency-Key": "e2e-key-1"})
+    assert response.status_code == 202
+    created = response.json()["task"]
+    assert response.headers["Location"] == f"/tasks/{created['id']}"
+    again = post_task(api, {"kind": "sleep", "seconds": 0.2}, headers={"Idempotency-Key": "e2e-key-1"})
+    assert again.status_code == 202 and again.json()["task"]["id"] == created["id"]
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    done = wait_for_state(api, created["id"], {"succeeded"})
+    assert done["result"] == {"slept_seconds": 0.2}
+    listed = requests.get(api.url("/tasks"), params={"state": "succeeded", "limit": 1000}, timeout=10).json()
+    assert created["id"] in [t["id"] for t in listed]
+    assert all(t["state"] == "succeeded" for t in listed)
+    explicit = post_task(api, {"kind": "sleep", "payload": {"seconds": 0.1}, "max_attempts": 2})
+    assert explicit.status_code == 202 and explicit.json()["task"]["max_attempts"] == 2
+
+
+def test_bad_task_input_is_a_clear_4xx(api):
+    cases = [
+        ({"kind": "nope"}, 422, "kind"),
+        ({}, 422, "kind"),
+        ({"kind": 5}, 400, "kind"),
+        ({"kind": "sleep", "seconds": 0}, 422, "seconds"),
+        ({"kind": "sleep", "seconds": 3601}, 422, "seconds"),
+        ({"kind": "sleep", "seconds": "5"}, 422, "seconds"),
+        ({"kind": "sleep", "max_attempts": 0}, 422, "max_attempts"),
+        ({"kind": "sleep", "payload": [1]}, 400, "payload"),
+        ({"kind": "welcome", "user_id": -1}, 422, "user_id"),
+    ]
+    for body, status, field in cases:
+        response = post_task(api, body)
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["field"] == field, (body, response.text)
+    malformed = requests.post(api.url("/tasks"), data=b'{"kind":', headers=JSON, timeout=10)
+    assert malformed.status_code == 400 and "error" in malformed.json()
+    assert requests.post(api.url("/tasks"), data=b"kind=sleep", timeout=10).status_code == 415
+    bad_state = requests.get(api.url("/tasks"), params={"state": "bogus"}, timeout=10)
+    assert bad_state.status_code == 422 and bad_state.json()["field"] == "state"
+    for path in ("/tasks/abc", "/tasks/0", "/tasks/999999999"):
+        response = requests.get(api.url(path), timeout=10)
+        assert response.status_code == 404 and response.json() == {"error": "Task not found"}
+    assert requests.put(api.url("/tasks/1"), timeout=10).status_code == 405
+
+
+def test_cancel_queued_then_running_then_finished(api):
+    queued = post_task(api, {"kind": "sleep", "seconds": 1, "delay_seconds": 600}).json()["task"]
+    cancelled = requests.delete(api.url(f"/tasks/{queued['id']}"), timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert cancelled.json()["attempts"] == 0
+    again = requests.delete(api.url(f"/tasks/{queued['id']}"), timeout=10)
+    assert again.status_code == 409 and "error" in again.json()
+    running = post_task(api, {"kind": "sleep", "seconds": 600}).json()["task"]
+    wait_for_state(api, running["id"], {"running"})
+    stopped = requests.delete(api.url(f"/tasks/{running['id']}"), timeout=15)
+    assert stopped.status_code == 200 and stopped.json()["state"] == "cancelled"
+    assert task(api, running["id"])["state"] == "cancelled"
+    assert requests.delete(api.url("/tasks/999999999"), timeout=10).status_code == 404
+
+
+def test_a_new_user_gets_exactly_one_welcome_row_in_the_outbox(api):
+    response = requests.post(api.url("/users"), json={"name": "Wendy", "email": unique_email("welcome")},
+                             headers=JSON, timeout=10)
+    user = response.json()["user"]
+    deadline = time.monotonic() + 20
+    while True:
+        tasks = requests.get(api.url("/tasks"), params={"state": "succeeded", "limit": 1000}, timeout=10).json()
+        mine = [t for t in tasks if t["kind"] == "welcome" and t["payload"] == {"user_id": user["id"]}]
+        if mine:
+            break
+        assert time.monotonic() < deadline, "welcome task never succeeded"
+        time.sleep(0.05)
+    with sqlite3.connect(api.service.db) as db:
+        rows = db.execute("SELECT recipient FROM outbox WHERE user_id = ?", (user["id"],)).fetchall()
+    assert rows == [(user["email"],)]
+
+
+def test_queue_bound_answers_503_with_retry_after(make_stack):
+    stack = make_stack(args=["--task-queue-limit", "2"]).start()
+    for _ in range(2):
+        assert post_task(stack, {"kind": "sleep", "delay_seconds": 600}).status_code == 202
+    full = post_task(stack, {"kind": "sleep", "delay_seconds": 600})
+    assert full.status_code == 503
+    assert int(full.headers["Retry-After"]) > 0
+    assert "error" in full.json()
+    assert requests.get(stack.url("/start-task"), timeout=10).status_code == 503
+
+
+def test_kill9_while_a_task_runs_then_it_runs_again_and_succeeds(make_stack):
+    stack = make_stack().start()
+    created = post_task(stack, {"kind": "sleep", "seconds": 2}).json()["task"]
+    wait_for_state(stack, created["id"], {"running"})
+    stack.service.kill9()
+    stack.service.start()
+    done = wait_for_state(stack, created["id"], {"succeeded", "failed", "cancelled"}, timeout=30)
+    assert done["state"] == "succeeded"
+    assert done["attempts"] == 2  # the interrupted attempt counts
+    assert "re-queued tasks interrupted by a restart" in stack.service.log_text()
+
+
+def test_graceful_shutdown_puts_running_tasks_back_and_they_run_after_restart(make_stack):
+    stack = make_stack(args=["--task-grace", "0.2"]).start()
+    created = post_task(stack, {"kind": "sleep", "seconds": 3}).json()["task"]
+    wait_for_state(stack, created["id"], {"running"})
+    assert stack.service.stop(signal.SIGTERM) == 0
+    with sqlite3.connect(stack.service.db) as db:
+        state, attempts = db.execute("SELECT state, attempts FROM tasks WHERE id = ?", (created["id"],)).fetchone()
+    assert (state, attempts) == ("queued", 0)
+    stack.service.start()
+    done = wait_for_state(stack, created["id"], {"succeeded", "failed", "cancelled"}, timeout=30)
+    assert done["state"] == "succeeded" and done["attempts"] == 1
