@@ -56,6 +56,29 @@ public enum Migrations {
                 ) STRICT;
                 """
         ),
+        Migration(
+            version: 3,
+            name: "count tasks by state",
+            // Kept exact by triggers in the same transactions as the task rows, so the
+            // queue bound and the metrics read one row instead of counting the queue.
+            sql: """
+                CREATE TABLE task_counts (state TEXT PRIMARY KEY, count INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+                INSERT INTO task_counts (state, count)
+                    SELECT s.state, (SELECT count(*) FROM tasks t WHERE t.state = s.state)
+                    FROM (SELECT 'queued' AS state UNION ALL SELECT 'running' UNION ALL SELECT 'succeeded'
+                          UNION ALL SELECT 'failed' UNION ALL SELECT 'cancelled') AS s;
+                CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+                    UPDATE task_counts SET count = count + 1 WHERE state = new.state;
+                END;
+                CREATE TRIGGER task_counts_update AFTER UPDATE OF state ON tasks WHEN old.state <> new.state BEGIN
+                    UPDATE task_counts SET count = count - 1 WHERE state = old.state;
+                    UPDATE task_counts SET count = count + 1 WHERE state = new.state;
+                END;
+                CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+                    UPDATE task_counts SET count = count - 1 WHERE state = old.state;
+                END;
+                """
+        ),
     ]
 
     /// Applies every migration not yet recorded; returns the versions applied.

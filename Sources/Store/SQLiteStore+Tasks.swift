@@ -43,7 +43,7 @@ extension SQLiteStore: TaskStore {
                     defer { try? existing.run() }
                     if try existing.step() { return (Self.task(from: existing), false) }
                 }
-                let queued = try connection.cached("SELECT count(*) FROM tasks WHERE state = 'queued'").firstInteger() ?? 0
+                let queued = try connection.cached("SELECT count FROM task_counts WHERE state = 'queued'").firstInteger() ?? 0
                 guard queued < queueLimit else { throw TaskStoreError.queueFull }
                 return (try Self.insertTask(task, on: connection), true)
             }
@@ -187,7 +187,7 @@ extension SQLiteStore: TaskStore {
         try await mapErrors {
             try await database.read { connection in
                 var counts: [TaskState: Int] = [:]
-                try connection.cached("SELECT state, count(*) FROM tasks GROUP BY state").forEachRow { row in
+                try connection.cached("SELECT state, count FROM task_counts").forEachRow { row in
                     if let state = TaskState(rawValue: row.text(0)) { counts[state] = Int(row.integer(1)) }
                 }
                 return counts

@@ -252,6 +252,27 @@ func next(
         await #expect(throws: TaskStoreError.queueFull) { try await fixture.enqueue("sleep", delay: 60_000) }
     }
 
+    @Test func taskCountsStayExactThroughEveryTransition() async throws {
+        let fixture = try await SchedulerFixture()
+        let store = fixture.store
+        for _ in 0..<5 { _ = try await fixture.enqueue("sleep") }
+        let claimed = try await store.claimDue(now: fixture.clock.now(), limit: 3)
+        _ = try await store.markSucceeded(id: claimed[0].id, result: "{}")
+        _ = try await store.markFailed(id: claimed[1].id, error: "x")
+        _ = try await store.requeue(id: claimed[2].id, now: fixture.clock.now())
+        _ = try await store.cancel(id: claimed[2].id)
+        let counted = try await fixture.database.read { connection -> [TaskState: Int] in
+            var counts: [TaskState: Int] = [:]
+            try connection.prepare("SELECT state, count(*) FROM tasks GROUP BY state").forEachRow { row in
+                counts[TaskState(rawValue: row.text(0))!] = Int(row.integer(1))
+            }
+            return counts
+        }
+        let kept = try await store.taskCounts().filter { $0.value != 0 }
+        #expect(kept == counted)
+        #expect(kept == [.queued: 2, .succeeded: 1, .failed: 1, .cancelled: 1])
+    }
+
     @Test func idempotencyKeyReturnsTheSameTask() async throws {
         let fixture = try await SchedulerFixture()
         let first = try await fixture.scheduler.enqueue(kind: "sleep", payload: [:], idempotencyKey: "k1")
