@@ -28,18 +28,25 @@ enum RequestBody {
     static func isJSON(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
         let parts = contentType.split(separator: ";")
-        let mediaType = parts.first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let mediaType = parts.first.map { trimmed($0).lowercased() } ?? ""
         guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
         else { return false }
         for parameter in parts.dropFirst() {
-            let pair = parameter.split(separator: "=", maxSplits: 1).map {
-                $0.trimmingCharacters(in: .whitespaces).lowercased()
-            }
+            let pair = parameter.split(separator: "=", maxSplits: 1).map { trimmed($0).lowercased() }
             if pair.first == "charset", pair.count == 2 {
-                let charset = pair[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+                var charset = Substring(pair[1])
+                if charset.count >= 2, charset.hasPrefix("\""), charset.hasSuffix("\"") { charset = charset.dropFirst().dropLast() }
                 if charset != "utf-8" && charset != "utf8" { return false }
             }
         }
         return true
+    }
+
+    /// Without spaces and tabs at both ends.
+    static func trimmed(_ text: Substring) -> Substring {
+        var text = text
+        while let first = text.first, first == " " || first == "\t" { text = text.dropFirst() }
+        while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
+        return text
     }
 }

@@ -43,8 +43,18 @@ enum UserValidation {
         return value
     }
 
+    /// Unicode scalars after trimming white space at both ends (Foundation's
+    /// `CharacterSet` showed up in the profile of every POST; this does not).
+    static func trimmedLength(_ text: String) -> Int {
+        let scalars = Array(text.unicodeScalars)
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return 0 }
+        return last - first + 1
+    }
+
     static func validateName(_ name: String) throws(HTTPError) {
-        let length = name.trimmingCharacters(in: .whitespacesAndNewlines).unicodeScalars.count
+        let length = trimmedLength(name)
         guard length >= 1 else { throw HTTPError.invalid("name", "name must not be empty") }
         guard length <= maximumNameLength else {
             throw HTTPError.invalid("name", "name must be at most \(maximumNameLength) characters")
@@ -64,7 +74,7 @@ enum UserValidation {
     /// (at least two), and no whitespace or control characters anywhere.
     static func isPlausibleEmail(_ email: String) -> Bool {
         let scalars = email.unicodeScalars
-        guard !scalars.contains(where: { CharacterSet.whitespacesAndNewlines.contains($0) || $0.value < 0x20 || $0.value == 0x7F })
+        guard !scalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F })
         else { return false }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty else { return false }
