@@ -79,6 +79,12 @@ public enum Migrations {
                 END;
                 """
         ),
+        Migration(
+            version: 4,
+            name: "index tasks by state and id",
+            // GET /tasks?state=...&after_id=... pages in id order within a state.
+            sql: "CREATE INDEX tasks_state_id ON tasks (state, id);"
+        ),
     ]
 
     /// Applies every migration not yet recorded; returns the versions applied.
