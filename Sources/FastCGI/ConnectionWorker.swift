@@ -2,6 +2,7 @@ internal import CFastCGI
 import Foundation
 import Glibc
 import HTTP
+import Lifecycle
 
 /// Serves the requests of one FastCGI connection on the current thread.
 ///
@@ -27,6 +28,18 @@ struct ConnectionWorker {
             // Always read the next request: nginx may already have sent it on this
             // connection, even while draining (closing now would lose it).
             state.markIdle(request.ipcFd)
+            // Vet the next request's records before libfcgi allocates what they declare.
+            let verdict = ParamsGuard.check(fd: request.ipcFd)
+            if verdict != .ok {
+                state.markBusy()
+                if case .tooLarge(let requestID) = verdict {
+                    ParamsGuard.answerTooLarge(fd: request.ipcFd, requestID: requestID)
+                    Log.warning("request params over 64 KiB answered 431; connection closed")
+                }
+                request.keepConnection = 0
+                FCGX_Free(&request, 1)
+                return
+            }
             let accepted = FCGX_Accept_r(&request)
             state.markBusy()
             guard accepted >= 0 else { return }  // nginx closed the connection (or drain woke it)

@@ -31,9 +31,16 @@ public final class Database: Sendable {
     private static let serials = Atomic<Int>(0)
     private let isClosed = Atomic<Bool>(false)
     /// Read connections not attached to a thread, kept so their statement caches
-    /// outlive worker threads (nginx churns connections, and with them threads).
-    private let idleReaders = Mutex<[ReaderHandoff]>([])
-    static let maximumIdleReaders = 128
+    /// outlive worker threads (nginx churns connections, and with them threads), and
+    /// how many read connections exist in all (attached + idle).
+    private let readers = Mutex<(idle: [ReaderHandoff], total: Int)>(([], 0))
+    /// At most this many worker read connections ever exist. Worker threads follow
+    /// nginx's connections (up to `--max-connections`), but only as many reads run at
+    /// once as there are cores; a thread that finds the set exhausted reads through
+    /// the shared reader thread until a connection comes free. (Never closing them
+    /// also matters: SQLite keeps the descriptor of a connection closed while others
+    /// hold locks on the file open, so churned connections would pile up descriptors.)
+    static let maximumReaders = 64
 
     /// Opens the database (creating it), switches to WAL and starts its threads.
     public init(options: DatabaseOptions) throws {
@@ -63,6 +70,10 @@ public final class Database: Sendable {
     /// otherwise on the shared reader thread. Keep reads short: one page per call.
     public func read<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
         if let connection = ThreadReaders.connection(for: self) {
+            return try body(connection)
+        }
+        if ThreadReaders.isWaiting(for: self), let connection = takeReader() {
+            ThreadReaders.attach(connection, for: self)
             return try body(connection)
         }
         return try await submit(to: reader, body)
@@ -104,24 +115,46 @@ public final class Database: Sendable {
 
     /// Gives the calling thread its own read-only connection, used by `read` on it.
     /// Call `detachReaderFromCurrentThread()` on the same thread before it exits.
+    /// When all `maximumReaders` are taken, the thread waits for one (it reads through
+    /// the shared reader thread meanwhile and takes the next that comes free).
     public func attachReaderToCurrentThread() {
         guard !isClosed.load(ordering: .relaxed) else { return }
-        if let handoff = idleReaders.withLock({ $0.popLast() }) {
-            ThreadReaders.attach(handoff.take(), for: self)
-        } else if let connection = try? Connection(path: options.path, readOnly: true,
-                                                    busyTimeoutMilliseconds: options.busyTimeoutMilliseconds) {
+        if let connection = takeReader() {
             ThreadReaders.attach(connection, for: self)
+        } else {
+            ThreadReaders.setWaiting(true, for: self)
         }
     }
 
-    /// Returns the thread's reader to the idle pool (call on the same thread).
+    /// An idle read connection, or a new one while fewer than `maximumReaders` exist.
+    private func takeReader() -> Connection? {
+        enum Take { case idle(ReaderHandoff), open, none }
+        let take: Take = readers.withLock { readers in
+            if let handoff = readers.idle.popLast() { return .idle(handoff) }
+            guard readers.total < Self.maximumReaders else { return .none }
+            readers.total += 1
+            return .open
+        }
+        switch take {
+        case .idle(let handoff): return handoff.take()
+        case .none: return nil
+        case .open:
+            if let connection = try? Connection(path: options.path, readOnly: true,
+                                                busyTimeoutMilliseconds: options.busyTimeoutMilliseconds) {
+                return connection
+            }
+            readers.withLock { $0.total -= 1 }
+            return nil
+        }
+    }
+
+    /// Returns the thread's reader to the idle set (call on the same thread).
     public func detachReaderFromCurrentThread() {
+        ThreadReaders.setWaiting(false, for: self)
         guard let connection = ThreadReaders.detach(for: self) else { return }
         guard !isClosed.load(ordering: .relaxed) else { return }
         let handoff = ReaderHandoff(connection)
-        idleReaders.withLock { readers in
-            if readers.count < Self.maximumIdleReaders { readers.append(handoff) }
-        }
+        readers.withLock { $0.idle.append(handoff) }
     }
 
     /// Finishes queued work and closes the writer and shared reader (the writer last,
@@ -129,7 +162,7 @@ public final class Database: Sendable {
     public func close() {
         guard !isClosed.exchange(true, ordering: .relaxed) else { return }
         ThreadReaders.detach(for: self)
-        idleReaders.withLock { $0.removeAll() }
+        readers.withLock { $0.idle.removeAll() }
         reader.stop()
         writer.stop()
     }

@@ -9,6 +9,8 @@ enum ThreadReaders {
     /// A box so the key can hold non-Sendable connections.
     private final class Slot {
         var connections: [Int: Connection] = [:]
+        /// Databases this thread wants a reader of but found none free.
+        var waiting: Set<Int> = []
     }
 
     private static let key: pthread_key_t = {
@@ -36,7 +38,21 @@ enum ThreadReaders {
     }
 
     static func attach(_ connection: Connection, for database: Database) {
-        slot(create: true)?.connections[database.serial] = connection
+        guard let slot = slot(create: true) else { return }
+        slot.connections[database.serial] = connection
+        slot.waiting.remove(database.serial)
+    }
+
+    static func isWaiting(for database: Database) -> Bool {
+        slot(create: false)?.waiting.contains(database.serial) ?? false
+    }
+
+    static func setWaiting(_ waiting: Bool, for database: Database) {
+        if waiting {
+            slot(create: true)?.waiting.insert(database.serial)
+        } else {
+            slot(create: false)?.waiting.remove(database.serial)
+        }
     }
 
     @discardableResult

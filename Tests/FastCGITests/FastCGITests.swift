@@ -56,3 +56,47 @@ import Testing
         #expect(generated != params([:]).requestID(headers: [:]))
     }
 }
+
+/// The pre-libfcgi check of a request's PARAMS records (see ParamsGuard).
+@Suite struct ParamsGuardTests {
+    func record(_ type: UInt8, id: UInt16 = 1, _ content: [UInt8], padding: UInt8 = 0) -> [UInt8] {
+        let length = content.count
+        return [1, type, UInt8(id >> 8), UInt8(id & 0xFF), UInt8(length >> 8), UInt8(length & 0xFF), padding, 0]
+            + content + [UInt8](repeating: 0, count: Int(padding))
+    }
+
+    func pair(_ name: String, _ value: String) -> [UInt8] {
+        func length(_ n: Int) -> [UInt8] {
+            n < 128 ? [UInt8(n)] : [UInt8(0x80 | (n >> 24)), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)]
+        }
+        return length(name.utf8.count) + length(value.utf8.count) + Array(name.utf8) + Array(value.utf8)
+    }
+
+    let begin: [UInt8] = [1, 1, 0, 7, 0, 8, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]  // BEGIN_REQUEST id 7, responder, keep
+
+    @Test func completeAtTheEmptyParamsRecord() {
+        let params = pair("REQUEST_METHOD", "GET") + pair("DOCUMENT_URI", "/healthz")
+        let bytes = begin + record(4, id: 7, params, padding: 3) + record(4, id: 7, [])
+        #expect(ParamsGuard.inspect(bytes[...]) == .complete)
+        #expect(ParamsGuard.inspect(bytes.dropLast(4)) == .incomplete)
+    }
+
+    @Test func hugeDeclaredLengthsAreRefusedBeforeLibfcgiAllocatesThem() {
+        // nameLen 0x7fffffff: libfcgi would try to allocate 2 GB and abort.
+        let hostile: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0x05] + Array("AAAAA".utf8)
+        #expect(ParamsGuard.inspect((begin + record(4, id: 7, hostile))[...]) == .invalid)
+        #expect(ParamsGuard.inspect(record(9, id: 0, hostile)[...]) == .invalid)  // GET_VALUES
+    }
+
+    @Test func paramsOverTheLimitAreAnsweredOnTheirRequestID() {
+        var bytes = begin
+        for _ in 0..<3 { bytes += record(4, id: 7, pair("HTTP_X_BIG", String(repeating: "v", count: 30_000))) }
+        #expect(ParamsGuard.inspect(bytes[...]) == .tooLarge(7))
+    }
+
+    @Test func malformedRecordsAreInvalid() {
+        #expect(ParamsGuard.inspect([2, 1, 0, 1, 0, 0, 0, 0][...]) == .invalid)  // version 2
+        #expect(ParamsGuard.inspect([1, 42, 0, 1, 0, 0, 0, 0][...]) == .invalid)  // type 42
+        #expect(ParamsGuard.inspect([1, 4, 0][...]) == .incomplete)  // half a header
+    }
+}
