@@ -4,6 +4,11 @@ import Glibc
 /// to the socket systemd names in `NOTIFY_SOCKET`; does nothing without it.
 ///
 /// Hand-rolled (one datagram per message) so usersd needs no libsystemd.
+///
+/// Never blocks: when the manager stops reading, the socket's queue fills and a
+/// blocking send would hang the sender (and with it shutdown). Messages are sent
+/// with `MSG_DONTWAIT`; a full queue drops periodic ones (STATUS, WATCHDOG) and
+/// retries state changes (READY, STOPPING, RELOADING) for up to one second.
 public struct SystemdNotifier: Sendable {
     public let socketPath: String?
 
@@ -29,11 +34,18 @@ public struct SystemdNotifier: Sendable {
         }
         let length = socklen_t(MemoryLayout<sa_family_t>.size + pathBytes.count)
         let payload = Array(message.utf8)
-        let sent = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                sendto(fd, payload, payload.count, Int32(MSG_NOSIGNAL), socketAddress, length)
+        let isStateChange = !(message.hasPrefix("STATUS=") || message.hasPrefix("WATCHDOG="))
+        var attempts = isStateChange ? 100 : 1
+        while true {
+            let sent = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                    sendto(fd, payload, payload.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), socketAddress, length)
+                }
             }
+            if sent == payload.count { return true }
+            attempts -= 1
+            guard sent < 0, errno == EAGAIN || errno == EINTR, attempts > 0 else { return false }
+            usleep(10_000)
         }
-        return sent == payload.count
     }
 }
