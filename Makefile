@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test unit e2e build release bench deb clean
+.PHONY: run test unit e2e build release bench soak deb clean
 
 ## run: install what is missing, build, serve on http://127.0.0.1:8080 (Ctrl-C stops)
 run:
@@ -29,6 +29,17 @@ build:
 
 release:
 	swift build -c release
+
+## bench: nginx `return 200`, the C libfcgi floor and usersd side by side with wrk (~4 min); see bench/README.md
+bench:
+	scripts/deps.sh bench
+	bench/run.sh
+
+## soak: mixed read/write/task load through nginx for DURATION seconds (default 60)
+DURATION ?= 60
+soak:
+	scripts/deps.sh soak
+	scripts/soak.sh $(DURATION)
 
 ## deb: build dist/usersd_<version>_amd64.deb (static Swift runtime, stripped)
 deb:

@@ -2,13 +2,15 @@
 # Installs what a fresh Debian 12 machine lacks to build, run and test usersd.
 # Safe to run again: it only calls apt-get/pip when something is missing.
 #   scripts/deps.sh run    # build + run: libfcgi-dev, libsqlite3-dev, nginx
-#   scripts/deps.sh test   # + test tools: sqlite3, spawn-fcgi, curl, pytest, requests
+#   scripts/deps.sh test   # + test tools: sqlite3, spawn-fcgi, wrk, pytest, requests, schemathesis
+#   scripts/deps.sh soak   # test tools (the soak drives load with wrk)
+#   scripts/deps.sh bench  # + wrk, PHP-FPM with PDO SQLite (a yardstick)
 set -euo pipefail
 mode="${1:-run}"
 
 packages=(libfcgi-dev libsqlite3-dev nginx-light curl)
-if [[ "$mode" == test || "$mode" == bench ]]; then
-  packages+=(sqlite3 spawn-fcgi libfcgi-bin systemd python3 strace dpkg-dev)
+if [[ "$mode" == test || "$mode" == bench || "$mode" == soak ]]; then
+  packages+=(sqlite3 spawn-fcgi libfcgi-bin systemd python3 strace dpkg-dev wrk)
 fi
 if [[ "$mode" == deb ]]; then
   packages+=(dpkg-dev)
@@ -37,6 +39,11 @@ if ! command -v swift >/dev/null; then
   exit 1
 fi
 
-if [[ "$mode" == test ]]; then
+if [[ "$mode" == test || "$mode" == soak ]]; then
   python3 -c 'import pytest, requests' 2>/dev/null || python3 -m pip install -q pytest requests
+fi
+if [[ "$mode" == test ]]; then
+  # The OpenAPI contract test (tests/e2e/test_openapi.py); pinned for repeatable runs.
+  python3 -c 'import schemathesis, openapi_spec_validator' 2>/dev/null ||
+    python3 -m pip install -q schemathesis==4.32.5 openapi-spec-validator==0.9.0
 fi

@@ -6,7 +6,8 @@
 public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
-    /// A number; `integer` is set when the literal is an integer that fits Int64.
+    /// A number; `integer` is set when its value is whole and fits Int64 exactly: `15`,
+    /// and also `15.0` or `1.5e1` (JSON Schema's "integer" is the value, not the spelling).
     case number(Double, integer: Int64?)
     case string(String)
     case array([JSONValue])
@@ -187,7 +188,10 @@ public struct JSONParser {
         }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
         guard let double = Double(text) else { throw error("invalid number") }
-        return .number(double, integer: isInteger ? Int64(text) : nil)
+        if isInteger, let integer = Int64(text) { return .number(double, integer: integer) }
+        // A fraction or exponent with a whole value: exact only within ±2^53.
+        let isWhole = double.rounded(.towardZero) == double && abs(double) <= 9_007_199_254_740_992
+        return .number(double, integer: isWhole ? Int64(double) : nil)
     }
 
     private func isDigit(_ byte: UInt8) -> Bool {

@@ -7,12 +7,19 @@ import Testing
         let value = try JSONParser.parse(Array(#"{"s":"a\"b\u00e9\ud83d\ude00","i":-12,"d":1.5e2,"t":true,"f":false,"n":null,"a":[1,[]],"o":{}}"#.utf8))
         #expect(value["s"] == .string("a\"bé😀"))
         #expect(value["i"] == .number(-12, integer: -12))
-        #expect(value["d"] == .number(150, integer: nil))
+        #expect(value["d"] == .number(150, integer: 150))  // a whole value, however spelled
         #expect(value["t"] == .bool(true))
         #expect(value["f"] == .bool(false))
         #expect(value["n"] == .null)
         #expect(value["a"] == .array([.number(1, integer: 1), .array([])]))
         #expect(value["o"] == .object([:]))
+    }
+
+    @Test func integerOnlyForWholeValuesThatFitExactly() throws {
+        #expect(try JSONParser.parse(Array("15.0".utf8)) == .number(15, integer: 15))
+        #expect(try JSONParser.parse(Array("1.5".utf8)) == .number(1.5, integer: nil))
+        #expect(try JSONParser.parse(Array("1e300".utf8)) == .number(1e300, integer: nil))
+        #expect(try JSONParser.parse(Array("-108260922881407909888".utf8)) == .number(-108260922881407909888, integer: nil))
     }
 
     @Test(arguments: [
