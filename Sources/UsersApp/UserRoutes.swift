@@ -122,9 +122,11 @@ struct UserRoutes: Sendable {
             }
         }
         let (firstAfterID, maximum) = (afterID, limit)
+        // X-Accel-Buffering: nginx passes a streamed list on as it comes instead of
+        // spooling it to a temporary file; every other answer stays buffered there.
         return Response(
             status: .ok,
-            headers: [("Content-Type", Response.jsonContentType)],
+            headers: [("Content-Type", Response.jsonContentType), ("X-Accel-Buffering", "no")],
             body: .stream { writer in
                 var buffer: [UInt8] = [UInt8(ascii: "[")]
                 buffer.reserveCapacity(64 * 1024)

@@ -60,3 +60,24 @@ def test_concurrent_full_listings(big):
         results = list(pool.map(lambda _: requests.get(stack.url("/users"), timeout=TIMEOUT), range(8)))
     lengths = [len(expect_json(r, 200)) for r in results]
     assert lengths == [COUNT] * 8
+
+
+def test_streamed_list_asks_nginx_not_to_spool_it(big):
+    """The shipped site buffers answers (one write to the client); the streamed list
+    carries X-Accel-Buffering: no so nginx passes it on as it comes. nginx consumes
+    the header: clients never see it."""
+    import socket
+
+    stack, _ = big
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(stack.service.socket))
+        status, headers, body = harness.fastcgi_request(sock, "GET", "/users")
+    assert status == 200 and len(body) > 1_000_000
+    assert headers.get("x-accel-buffering") == "no"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(stack.service.socket))
+        status, headers, _ = harness.fastcgi_request(sock, "GET", "/user/1")
+    assert status == 200 and "x-accel-buffering" not in headers
+    response = requests.get(stack.url("/users"), timeout=TIMEOUT)
+    assert len(expect_json(response, 200)) == COUNT
+    assert "X-Accel-Buffering" not in response.headers
