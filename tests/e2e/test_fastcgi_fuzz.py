@@ -95,11 +95,17 @@ def warm_up(stack, connections: int = 2 * PARALLEL) -> dict:
     return {"pid": pid, "total": rel.fd_count(pid), "sockets": rel.socket_count(pid), "kinds": rel.fd_kinds(pid)}
 
 
+#: usersd keeps at most this many worker read connections (Database.maximumReaders),
+#: plus the writer's and the shared reader's: the pool may grow to the concurrency
+#: the run reached, never past this.
+DATABASE_HANDLES_CAP = 64 + 2
+
+
 def descriptors_settled(stack, baseline: dict, slack: int = 2) -> tuple[bool, dict]:
     """Whether the descriptors are back to the baseline: every socket closed again;
-    database handles not above the pool size the warm-up reached (a pooled read
-    connection holds the database file and, once it has read, the WAL file); every
-    other kind back where it was."""
+    database handles within the read-connection pool's cap (a pooled read connection
+    holds the database file and, once it has read, the WAL file); every other kind
+    back where it was."""
     pid = stack.service.pid
     base = baseline["kinds"]
 
@@ -109,6 +115,9 @@ def descriptors_settled(stack, baseline: dict, slack: int = 2) -> tuple[bool, di
         for name, count in now.items():
             if name.endswith("-wal"):
                 if count > now.get(name[: -len("-wal")], 0) + slack:
+                    return False
+            elif name in db:
+                if count > max(base.get(name, 0), DATABASE_HANDLES_CAP) + slack:
                     return False
             elif count > base.get(name, 0) + slack:
                 return False
