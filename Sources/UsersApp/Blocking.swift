@@ -6,25 +6,17 @@ import Synchronization
 /// Only for the process's start and stop sequence; never call it from async code.
 @available(*, noasync, message: "blocks the calling thread")
 func blockingWait<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-    let box = Box<T>()
-    let done = DispatchSemaphore(value: 0)
-    Task.detached {
-        let result: Result<T, any Error>
-        do {
-            result = .success(try await operation())
-        } catch {
-            result = .failure(error)
-        }
-        box.result.withLock { $0 = result }
-        done.signal()
-    }
-    done.wait()
-    return try box.result.withLock { $0! }.get()
+    try blockingWait(until: .distantFuture, operation)
 }
 
 /// Like `blockingWait`, but gives up after `timeoutSeconds` (the work keeps running).
 @available(*, noasync, message: "blocks the calling thread")
 func blockingWait<T: Sendable>(timeoutSeconds: Double, _ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    try blockingWait(until: .now() + timeoutSeconds, operation)
+}
+
+@available(*, noasync, message: "blocks the calling thread")
+private func blockingWait<T: Sendable>(until deadline: DispatchTime, _ operation: @escaping @Sendable () async throws -> T) throws -> T {
     let box = Box<T>()
     let done = DispatchSemaphore(value: 0)
     Task.detached {
@@ -37,7 +29,7 @@ func blockingWait<T: Sendable>(timeoutSeconds: Double, _ operation: @escaping @S
         box.result.withLock { $0 = result }
         done.signal()
     }
-    guard done.wait(timeout: .now() + timeoutSeconds) == .success else { throw TimedOut() }
+    guard done.wait(timeout: deadline) == .success else { throw TimedOut() }
     return try box.result.withLock { $0! }.get()
 }
 
