@@ -23,13 +23,14 @@ struct ConnectionWorker {
         request.ipcFd = fd
         request.keepConnection = 1
         let executor = WorkerExecutor()
+        var peekBuffer = [UInt8](repeating: 0, count: 8192)
         defer { state.markAccepting() }
         while true {
             // Always read the next request: nginx may already have sent it on this
             // connection, even while draining (closing now would lose it).
             state.markIdle(request.ipcFd)
             // Vet the next request's records before libfcgi allocates what they declare.
-            let verdict = ParamsGuard.check(fd: request.ipcFd)
+            let verdict = ParamsGuard.check(fd: request.ipcFd, buffer: &peekBuffer)
             if verdict != .ok {
                 state.markBusy()
                 if case .tooLarge(let requestID) = verdict {

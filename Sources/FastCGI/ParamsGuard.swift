@@ -28,9 +28,9 @@ enum ParamsGuard {
     /// Blocks until the next request's params are complete (waiting for the first
     /// byte as long as nginx keeps the connection idle, then at most `deadline`
     /// seconds for the rest).
-    static func check(fd: Int32, deadlineSeconds: Double = 2) -> Verdict {
-        // Small first: a request's params are usually under 1 KB.
-        var buffer = [UInt8](repeating: 0, count: 8192)
+    /// `buffer` is the connection's peek buffer, reused across its requests (start it
+    /// small: a request's params are usually under 1 KB; it grows when needed).
+    static func check(fd: Int32, buffer: inout [UInt8], deadlineSeconds: Double = 2) -> Verdict {
         var started: Double?
         var lastSize = -1
         var waits = 0
@@ -77,7 +77,10 @@ enum ParamsGuard {
     /// Walks the records in `bytes`: complete at the first empty PARAMS record.
     static func inspect(_ bytes: ArraySlice<UInt8>) -> Inspection {
         var index = bytes.startIndex
-        var params: [UInt8] = []
+        // The params' bytes: a slice of `bytes` while they sit in one record (nginx sends
+        // them so), copied together only when they are spread over several.
+        var params: ArraySlice<UInt8> = []
+        var gathered: [UInt8]?
         var requestID: UInt16?
         while index + 8 <= bytes.endIndex {
             let version = bytes[index]
@@ -91,13 +94,20 @@ enum ParamsGuard {
                 if params.count + length > maximumBytes, type == 4, let requestID { return .tooLarge(requestID) }
                 return pairsAreSane(params, allowPartial: true) ? .incomplete : .invalid
             }
-            let content = Array(bytes[contentStart..<(contentStart + length)])
+            let content = bytes[contentStart..<(contentStart + length)]
             switch type {
             case 1:  // BEGIN_REQUEST
                 requestID = UInt16(bytes[index + 2]) << 8 | UInt16(bytes[index + 3])
             case 4:  // PARAMS
                 if length == 0 { return pairsAreSane(params, allowPartial: false) ? .complete : .invalid }
-                params += content
+                if params.isEmpty {
+                    params = content
+                } else {
+                    if gathered == nil { gathered = Array(params) }
+                    params = []  // drop the slice's reference first, so the append is in place
+                    gathered!.append(contentsOf: content)
+                    params = gathered![...]
+                }
                 if params.count > maximumBytes { return requestID.map { .tooLarge($0) } ?? .invalid }
             case 9:  // GET_VALUES (a management record libfcgi parses the same way)
                 if !pairsAreSane(content, allowPartial: false) { return .invalid }
@@ -111,23 +121,23 @@ enum ParamsGuard {
 
     /// Every declared name/value length is small; with `allowPartial`, the last pair
     /// may still be arriving.
-    static func pairsAreSane(_ bytes: [UInt8], allowPartial: Bool) -> Bool {
-        var index = 0
-        while index < bytes.count {
+    static func pairsAreSane(_ bytes: ArraySlice<UInt8>, allowPartial: Bool) -> Bool {
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
             guard let (nameLength, afterName) = length(bytes, at: index),
                 let (valueLength, afterValue) = length(bytes, at: afterName)
             else { return allowPartial }
             guard nameLength <= maximumBytes, valueLength <= maximumBytes else { return false }
             index = afterValue + nameLength + valueLength
         }
-        return index == bytes.count || allowPartial
+        return index == bytes.endIndex || allowPartial
     }
 
     /// A FastCGI name-value length: one byte, or four with the high bit set.
-    static func length(_ bytes: [UInt8], at index: Int) -> (Int, Int)? {
-        guard index < bytes.count else { return nil }
+    static func length(_ bytes: ArraySlice<UInt8>, at index: Int) -> (Int, Int)? {
+        guard index < bytes.endIndex else { return nil }
         if bytes[index] & 0x80 == 0 { return (Int(bytes[index]), index + 1) }
-        guard index + 4 <= bytes.count else { return nil }
+        guard index + 4 <= bytes.endIndex else { return nil }
         let value = Int(bytes[index] & 0x7F) << 24 | Int(bytes[index + 1]) << 16 | Int(bytes[index + 2]) << 8 | Int(bytes[index + 3])
         return (value, index + 4)
     }

@@ -44,6 +44,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import harness
+
 VERSION = 1
 BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR, DATA = 1, 2, 3, 4, 5, 6, 7, 8
 GET_VALUES, GET_VALUES_RESULT, UNKNOWN_TYPE = 9, 10, 11
@@ -95,22 +97,9 @@ def begin(request_id: int = 1, role: int = RESPONDER, flags: int = 0) -> bytes:
 
 def http_params(method: str, uri: str, body: bytes = b"", content_type: str = "application/json",
                 content_length: str | None = None, extra: dict | None = None) -> dict:
-    path, _, query = uri.partition("?")
-    params = {
-        "REQUEST_METHOD": method,
-        "REQUEST_URI": uri,
-        "DOCUMENT_URI": path,
-        "SCRIPT_NAME": path,
-        "QUERY_STRING": query,
-        "CONTENT_TYPE": content_type if body else "",
-        "CONTENT_LENGTH": content_length if content_length is not None else (str(len(body)) if body else ""),
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "GATEWAY_INTERFACE": "CGI/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "localhost",
-    }
+    params = harness.stock_params(method, uri, body, content_type if body else "")
+    if content_length is not None:
+        params["CONTENT_LENGTH"] = content_length
     params.update(extra or {})
     return params
 

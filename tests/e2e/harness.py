@@ -158,11 +158,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def fastcgi_request(sock: socket.socket, method: str, uri: str, body: bytes = b"", content_type: str = ""):
-    """One FastCGI request on a connected socket, the parameters a stock nginx sends.
-    Returns (status, headers as a lowercase dict, body)."""
+def stock_params(method: str, uri: str, body: bytes = b"", content_type: str = "") -> dict:
+    """The FastCGI parameters a stock nginx `include fastcgi_params` location sends."""
     path, _, query = uri.partition("?")
-    params = {
+    return {
         "REQUEST_METHOD": method,
         "REQUEST_URI": uri,
         "DOCUMENT_URI": path,
@@ -177,6 +176,12 @@ def fastcgi_request(sock: socket.socket, method: str, uri: str, body: bytes = b"
         "SERVER_PORT": "80",
         "HTTP_HOST": "localhost",
     }
+
+
+def fastcgi_request(sock: socket.socket, method: str, uri: str, body: bytes = b"", content_type: str = ""):
+    """One FastCGI request on a connected socket, the parameters a stock nginx sends.
+    Returns (status, headers as a lowercase dict, body)."""
+    params = stock_params(method, uri, body, content_type)
     encoded = b"".join(
         _fcgi_length(len(k.encode())) + _fcgi_length(len(v.encode())) + k.encode() + v.encode() for k, v in params.items()
     )
