@@ -12,21 +12,25 @@ enum RequestDecoder {
     }
 
     static func decode(_ request: FCGX_Request, maxBodyBytes: Int) -> Outcome {
-        let envp = request.envp
-        let params = CGIParams { name in FCGX_GetParam(name, envp).map { String(cString: $0) } }
+        // One pass over the params: the ones usersd routes on, and HTTP_* as headers.
+        var known = KnownParams()
         var headers: [String: String] = [:]
-        if var cursor = envp {
+        if var cursor = request.envp {
             while let entry = cursor.pointee {
                 // Only HTTP_* entries become headers; compare bytes before copying.
                 if entry[0] == 0x48, entry[1] == 0x54, entry[2] == 0x54, entry[3] == 0x50, entry[4] == 0x5F {
-                    let pair = String(cString: entry + 5)
-                    if let equals = pair.firstIndex(of: "=") {
-                        headers[CGIParams.headerName(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+                    if let equals = strchr(entry + 5, 0x3D) {
+                        let name = UnsafeBufferPointer(start: UnsafeRawPointer(entry + 5).assumingMemoryBound(to: UInt8.self),
+                                                       count: equals - (entry + 5))
+                        headers[CGIParams.headerName(utf8: name)] = String(cString: equals + 1)
                     }
+                } else {
+                    known.record(entry)
                 }
                 cursor += 1
             }
         }
+        let params = CGIParams { known[$0] }
         let contentLength = params.contentLength
         let requestID = params.requestID(headers: headers)
         if let contentLength, contentLength > maxBodyBytes {
@@ -56,27 +60,60 @@ enum RequestDecoder {
     }
 
     /// Reads stdin up to `limit` bytes; `nil` when there is more than that (the rest
-    /// is discarded, never buffered).
+    /// is discarded, never buffered). The chunk buffer is a stack allocation: most
+    /// requests have no body, and reading their empty stdin must not cost a heap
+    /// allocation.
     static func readBody(_ stream: UnsafeMutablePointer<FCGX_Stream>, limit: Int) -> [UInt8]? {
-        var body: [UInt8] = []
-        var chunk = [CChar](repeating: 0, count: 16_384)
-        while true {
-            let count = chunk.withUnsafeMutableBufferPointer { FCGX_GetStr($0.baseAddress, Int32($0.count), stream) }
-            if count <= 0 { return body }
-            if body.count + Int(count) > limit {
-                discard(stream)
-                return nil
-            }
-            chunk.withUnsafeBufferPointer { buffer in
-                buffer.withMemoryRebound(to: UInt8.self) { body.append(contentsOf: $0.prefix(Int(count))) }
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: chunkSize) { chunk in
+            var body: [UInt8] = []
+            while true {
+                let count = Int(FCGX_GetStr(chunk.baseAddress, Int32(chunk.count), stream))
+                if count <= 0 { return body }
+                if body.count + count > limit {
+                    discard(stream)
+                    return nil
+                }
+                UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(chunk)[..<count]).withMemoryRebound(to: UInt8.self) {
+                    body.append(contentsOf: $0)
+                }
             }
         }
     }
 
     /// Reads and drops the rest of stdin, so a kept-alive connection stays in step.
     static func discard(_ stream: UnsafeMutablePointer<FCGX_Stream>) {
-        var chunk = [CChar](repeating: 0, count: 16_384)
-        while chunk.withUnsafeMutableBufferPointer({ FCGX_GetStr($0.baseAddress, Int32($0.count), stream) }) > 0 {}
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: chunkSize) { chunk in
+            while FCGX_GetStr(chunk.baseAddress, Int32(chunk.count), stream) > 0 {}
+        }
+    }
+
+    static let chunkSize = 4096
+}
+
+/// The values of the CGI params `CGIParams` asks for, gathered in one pass over the
+/// environment (libfcgi's `FCGX_GetParam` scans the whole list on every call). The
+/// first occurrence of a name wins, as with `FCGX_GetParam`.
+struct KnownParams {
+    static let names = [
+        "REQUEST_METHOD", "DOCUMENT_URI", "REQUEST_URI", "SCRIPT_NAME", "PATH_INFO",
+        "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_ID",
+    ]
+    private var values = [String?](repeating: nil, count: KnownParams.names.count)
+
+    mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
+        for (index, name) in Self.names.enumerated() where values[index] == nil {
+            let matched = name.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+                bytes.withMemoryRebound(to: CChar.self) { strncmp(entry, $0.baseAddress!, bytes.count) == 0 }
+            } ?? false
+            if matched && entry[name.utf8.count] == 0x3D {
+                values[index] = String(cString: entry + name.utf8.count + 1)
+                return
+            }
+        }
+    }
+
+    subscript(name: String) -> String? {
+        Self.names.firstIndex(of: name).flatMap { values[$0] }
     }
 }
 
@@ -123,7 +160,22 @@ struct CGIParams {
 
     /// `CONTENT_TYPE` → `content-type`, `X_REQUEST_ID` → `x-request-id`.
     static func headerName(_ cgiName: Substring) -> String {
-        String(cgiName.lowercased().map { $0 == "_" ? "-" : $0 })
+        var name = cgiName
+        return name.withUTF8 { headerName(utf8: $0) }
+    }
+
+    /// The same from the raw bytes of the name (ASCII letters lower-cased, `_` → `-`).
+    static func headerName(utf8 name: UnsafeBufferPointer<UInt8>) -> String {
+        String(unsafeUninitializedCapacity: name.count) { target in
+            for (index, byte) in name.enumerated() {
+                target[index] = switch byte {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"): byte + 32
+                case UInt8(ascii: "_"): UInt8(ascii: "-")
+                default: byte
+                }
+            }
+            return name.count
+        }
     }
 }
 

@@ -9,6 +9,8 @@ public final class SQLiteStore: UserStore {
     /// it (the transactional outbox). Set by the scheduler layer.
     let onUserCreated: @Sendable (Connection, User) throws -> Void
     private let changes = Atomic<UInt64>(0)
+    /// Point reads by id (see `UserCache` for why it never serves a stale row).
+    public let userCache: UserCache
 
     public var changeVersion: UInt64 { changes.load(ordering: .acquiring) }
 
@@ -17,8 +19,13 @@ public final class SQLiteStore: UserStore {
         changes.add(1, ordering: .releasing)
     }
 
-    public init(database: Database, onUserCreated: @escaping @Sendable (Connection, User) throws -> Void = { _, _ in }) {
+    public init(
+        database: Database,
+        userCache: UserCache = UserCache(),
+        onUserCreated: @escaping @Sendable (Connection, User) throws -> Void = { _, _ in }
+    ) {
         self.database = database
+        self.userCache = userCache
         self.onUserCreated = onUserCreated
     }
 
@@ -35,7 +42,7 @@ public final class SQLiteStore: UserStore {
     public func createUser(name: String, email: String) async throws -> User {
         let hook = onUserCreated
         defer { userChanged() }
-        return try await mapErrors {
+        let user = try await mapErrors {
             try await database.write { connection in
                 let statement = try connection.cached(
                     "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?, ?, ?, \(SQLNow.text), \(SQLNow.text)) RETURNING \(Self.userColumns)"
@@ -48,10 +55,17 @@ public final class SQLiteStore: UserStore {
                 return user
             }
         }
+        userCache.invalidate(user.id)
+        return user
     }
 
     public func user(id: Int64) async throws -> User? {
-        try await mapErrors {
+        let token: UInt64?
+        switch userCache.lookup(id) {
+        case .hit(let user): return user
+        case .miss(let missToken): token = missToken
+        }
+        let user = try await mapErrors {
             try await database.read { connection in
                 let statement = try connection.cached("SELECT \(Self.userColumns) FROM users WHERE id = ?")
                 try statement.bind([.integer(id)])
@@ -59,6 +73,8 @@ public final class SQLiteStore: UserStore {
                 return try statement.step() ? Self.user(from: statement) : nil
             }
         }
+        if let user, let token { userCache.store(user, token: token) }
+        return user
     }
 
     public func users(afterID: Int64, limit: Int) async throws -> [User] {
@@ -102,7 +118,11 @@ public final class SQLiteStore: UserStore {
     }
 
     public func updateUser(id: Int64, name: String?, email: String?) async throws -> User? {
-        defer { userChanged() }
+        userCache.beginWrite(id)
+        defer {
+            userCache.endWrite(id)
+            userChanged()
+        }
         return try await mapErrors {
             try await database.write { connection in
                 let statement = try connection.cached(
@@ -127,7 +147,11 @@ public final class SQLiteStore: UserStore {
     }
 
     public func deleteUser(id: Int64) async throws -> Bool {
-        defer { userChanged() }
+        userCache.beginWrite(id)
+        defer {
+            userCache.endWrite(id)
+            userChanged()
+        }
         return try await mapErrors {
             try await database.write { connection in
                 try connection.cached("DELETE FROM users WHERE id = ?").bind([.integer(id)]).run()

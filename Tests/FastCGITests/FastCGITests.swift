@@ -1,3 +1,4 @@
+import Glibc
 import HTTP
 import Testing
 
@@ -16,6 +17,12 @@ import Testing
         let response = Response(status: .ok, headers: [("Content-Type", "application/json")], body: .stream { _ in })
         let head = String(decoding: ResponseEncoder.head(of: response), as: UTF8.self)
         #expect(head == "Status: 200 OK\r\nContent-Type: application/json\r\n\r\n")
+    }
+
+    @Test func anExplicitContentLengthIsNotRepeated() {
+        let response = Response(status: .ok, headers: [("content-LENGTH", "2")], body: .bytes(Array("{}".utf8)))
+        let head = String(decoding: ResponseEncoder.head(of: response), as: UTF8.self)
+        #expect(head == "Status: 200 OK\r\ncontent-LENGTH: 2\r\n\r\n")
     }
 
     @Test func headersWithLineBreaksAreDropped() {
@@ -46,6 +53,21 @@ import Testing
 
     @Test func headerNamesAreLowercasedWithDashes() {
         #expect(CGIParams.headerName("X_REQUEST_ID") == "x-request-id")
+        #expect(CGIParams.headerName("ACCEPT_Ü1") == "accept-Ü1")
+    }
+
+    /// The one-pass gathering of params from a C environment list.
+    @Test func knownParamsTakeTheFirstOfANameAndOnlyWholeNames() {
+        let entries = ["REQUEST_METHOD=GET", "REQUEST_METHOD=POST", "REQUEST_URIX=/no", "REQUEST_URI=/yes", "QUERY_STRING=", "OTHER=1"]
+        let storage = entries.map { strdup($0)! }
+        defer { storage.forEach { free($0) } }
+        var known = KnownParams()
+        for entry in storage { known.record(entry) }
+        #expect(known["REQUEST_METHOD"] == "GET")
+        #expect(known["REQUEST_URI"] == "/yes")
+        #expect(known["QUERY_STRING"] == "")
+        #expect(known["CONTENT_TYPE"] == nil)
+        #expect(known["OTHER"] == nil)
     }
 
     @Test func requestIDComesFromNginxOrHeaderOrIsGenerated() {

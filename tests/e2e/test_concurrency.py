@@ -77,3 +77,50 @@ def test_50_concurrent_creates_of_one_email(api, http, case_variants):
     user = expect_json(winner, 201)["user"]
     listed = expect_json(http.get(api.url("/users"), timeout=TIMEOUT), 200)
     assert [u for u in listed if u["email"].lower() == email.lower()] == [user]
+
+
+def test_reads_are_never_stale_while_the_user_changes(api, http):
+    """usersd caches users by id: no read that starts after a PATCH or DELETE was
+    answered may return the user from before it, whichever route reads it."""
+    user = post_json(http, api.url("/users"), {"name": "0", "email": unique_email("stale")})
+    uid = expect_json(user, 201)["user"]["id"]
+    acknowledged = [0]  # the version every read that starts now must see; -1: deleted
+    deleting = threading.Event()  # set before the DELETE is sent
+    stop = threading.Event()
+    problems = []
+
+    def reader(path):
+        last = 0
+        with requests.Session() as session:
+            while not stop.is_set():
+                floor = acknowledged[0]
+                response = session.get(api.url(path), timeout=TIMEOUT)
+                if response.status_code == 404 and deleting.is_set():
+                    continue  # the DELETE was sent: a concurrent read may see it
+                if response.status_code != 200 or floor < 0:
+                    problems.append((path, describe(response)))
+                    return
+                seen = int(response.json()["name"])
+                if seen < floor or seen < last:
+                    problems.append((path, f"saw version {seen} after {max(floor, last)}"))
+                last = seen
+
+    readers = [threading.Thread(target=reader, args=(p,)) for p in [f"/user/{uid}", f"/users/{uid}"] * 2]
+    for thread in readers:
+        thread.start()
+    try:
+        for version in range(1, 101):
+            expect_json(post_json(http, api.url(f"/users/{uid}"), {"name": str(version)}, method="PATCH"), 200)
+            acknowledged[0] = version
+            for path in (f"/user/{uid}", f"/users/{uid}"):
+                assert expect_json(http.get(api.url(path), timeout=TIMEOUT), 200)["name"] == str(version)
+        deleting.set()
+        assert http.delete(api.url(f"/users/{uid}"), timeout=TIMEOUT).status_code == 204
+        acknowledged[0] = -1
+        for path in (f"/user/{uid}", f"/users/{uid}"):
+            expect_error(http.get(api.url(path), timeout=TIMEOUT), 404)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert problems == []
