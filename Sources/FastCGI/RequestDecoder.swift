@@ -98,15 +98,18 @@ struct KnownParams {
         "REQUEST_METHOD", "DOCUMENT_URI", "REQUEST_URI", "SCRIPT_NAME", "PATH_INFO",
         "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_ID",
     ]
+    /// Each name followed by `=`, as C bytes, to compare entries against.
+    private static let prefixes: [[CChar]] = names.map { $0.utf8.map { CChar(bitPattern: $0) } + [0x3D] }
     private var values = [String?](repeating: nil, count: KnownParams.names.count)
 
     mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
-        for (index, name) in Self.names.enumerated() where values[index] == nil {
-            let matched = name.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
-                bytes.withMemoryRebound(to: CChar.self) { strncmp(entry, $0.baseAddress!, bytes.count) == 0 }
-            } ?? false
-            if matched && entry[name.utf8.count] == 0x3D {
-                values[index] = String(cString: entry + name.utf8.count + 1)
+        let first = entry[0]
+        for index in Self.prefixes.indices where values[index] == nil {
+            let matched = Self.prefixes[index].withUnsafeBufferPointer { prefix in
+                prefix[0] == first && strncmp(entry, prefix.baseAddress!, prefix.count) == 0
+            }
+            if matched {
+                values[index] = String(cString: entry + Self.prefixes[index].count)
                 return
             }
         }
@@ -182,15 +185,25 @@ struct CGIParams {
 /// Request ids for requests that arrive without one: a random per-process prefix and
 /// a counter, 32 hex digits like nginx's `$request_id`.
 enum RequestIDGenerator {
-    private static let prefix: String = {
-        let value = UInt64.random(in: .min ... .max)
-        let hex = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
-    }()
+    private static let prefix: UInt64 = UInt64.random(in: .min ... .max)
     private static let counter = AtomicCounter()
 
     static func next() -> String {
-        let hex = String(counter.next(), radix: 16)
-        return prefix + String(repeating: "0", count: max(0, 16 - hex.count)) + hex
+        let count = counter.next()
+        return String(unsafeUninitializedCapacity: 32) { buffer in
+            write(prefix, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<16]))
+            write(count, into: UnsafeMutableBufferPointer(rebasing: buffer[16..<32]))
+            return 32
+        }
+    }
+
+    /// 16 lower-case hex digits, zero-padded.
+    private static func write(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>) {
+        let digits: StaticString = "0123456789abcdef"
+        digits.withUTF8Buffer { hex in
+            for index in 0..<16 {
+                buffer[index] = hex[Int((value >> (60 - 4 * UInt64(index))) & 0xF)]
+            }
+        }
     }
 }

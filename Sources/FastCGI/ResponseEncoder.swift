@@ -5,27 +5,36 @@ import Synchronization
 enum ResponseEncoder {
     static func head(of response: Response) -> [UInt8] {
         var head: [UInt8] = []
-        head.reserveCapacity(160)
-        head.append(contentsOf: "Status: ".utf8)
+        head.reserveCapacity(192)
+        append("Status: ", to: &head)
         appendDecimal(response.status.code, to: &head)
         head.append(UInt8(ascii: " "))
-        head.append(contentsOf: response.status.reason.utf8)
-        head.append(contentsOf: "\r\n".utf8)
+        append(response.status.reason, to: &head)
+        append("\r\n", to: &head)
         var hasLength = false
         for header in response.headers where isSafe(header.name) && isSafe(header.value) {
             if !hasLength && isContentLength(header.name) { hasLength = true }
-            head.append(contentsOf: header.name.utf8)
-            head.append(contentsOf: ": ".utf8)
-            head.append(contentsOf: header.value.utf8)
-            head.append(contentsOf: "\r\n".utf8)
+            append(header.name, to: &head)
+            append(": ", to: &head)
+            append(header.value, to: &head)
+            append("\r\n", to: &head)
         }
         if case .bytes(let bytes) = response.body, !hasLength {
-            head.append(contentsOf: "Content-Length: ".utf8)
+            append("Content-Length: ", to: &head)
             appendDecimal(bytes.count, to: &head)
-            head.append(contentsOf: "\r\n".utf8)
+            append("\r\n", to: &head)
         }
-        head.append(contentsOf: "\r\n".utf8)
+        append("\r\n", to: &head)
         return head
+    }
+
+    private static func append(_ literal: StaticString, to bytes: inout [UInt8]) {
+        literal.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    private static func append(_ text: String, to bytes: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
     static func isContentLength(_ name: String) -> Bool {
@@ -46,7 +55,11 @@ enum ResponseEncoder {
 
     /// Header text never contains CR or LF, so no response splitting is possible.
     static func isSafe(_ text: String) -> Bool {
-        !text.utf8.contains { $0 == 0x0D || $0 == 0x0A }
+        var text = text
+        return text.withUTF8 { bytes in
+            for byte in bytes where byte == 0x0D || byte == 0x0A { return false }
+            return true
+        }
     }
 }
 

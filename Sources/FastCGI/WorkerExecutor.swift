@@ -4,17 +4,23 @@ import Synchronization
 
 /// Runs a request's async handler on the FastCGI worker thread that accepted it.
 ///
-/// The worker calls `run(_:)`, which starts a `Task` that prefers this executor and
-/// then executes that task's jobs on the worker thread until the handler returns.
-/// Work that never suspends (a GET served from the worker's own read connection)
-/// therefore costs no thread switch at all; a write suspends on the database thread
-/// and is resumed here. While the worker is not driving a request (it waits for the
-/// next one on a kept-alive connection), jobs that still arrive for this executor are
-/// handed to the shared `OverflowRunner` so they can never starve.
+/// The worker calls `run(_:)`, which starts the handler as an *immediate* task that
+/// prefers this executor: it runs synchronously on the worker thread up to its first
+/// suspension, so a handler that never suspends (a GET served from the worker's own
+/// read connection or the user cache) costs no enqueue, no lock round trip and no
+/// thread switch. A handler that suspends (a write waits for the database thread) is
+/// resumed through `enqueue`, and the worker runs those jobs until the handler is
+/// done. While the worker is not driving a request (it waits for the next one on a
+/// kept-alive connection), jobs that still arrive for this executor are handed to the
+/// shared `OverflowRunner` so they can never starve.
 final class WorkerExecutor: TaskExecutor {
     private struct State {
         var jobs: [UnownedJob] = []
         var isDriving = false
+        var isFinished = false
+        /// The driver is (about to be) blocked in `wakeup.wait()`: the next enqueue or
+        /// the finish signals it. Signals are sent only then, so each is consumed.
+        var isWaiting = false
     }
 
     private let state = Mutex(State())
@@ -22,16 +28,27 @@ final class WorkerExecutor: TaskExecutor {
 
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        let queued = state.withLock { state in
-            guard state.isDriving else { return false }
+        let (queued, wake) = state.withLock { state -> (Bool, Bool) in
+            guard state.isDriving else { return (false, false) }
             state.jobs.append(job)
-            return true
+            defer { state.isWaiting = false }
+            return (true, state.isWaiting)
         }
-        if queued {
-            wakeup.signal()
-        } else {
+        if !queued {
             OverflowRunner.shared.submit(job, executor: asUnownedTaskExecutor())
+        } else if wake {
+            wakeup.signal()
         }
+    }
+
+    /// The handler finished: wake the driver if it waits.
+    private func finish() {
+        let wake = state.withLock { state -> Bool in
+            state.isFinished = true
+            defer { state.isWaiting = false }
+            return state.isWaiting
+        }
+        if wake { wakeup.signal() }
     }
 
     /// Runs `operation` to completion, executing its nonisolated parts on the calling
@@ -39,34 +56,42 @@ final class WorkerExecutor: TaskExecutor {
     @available(*, noasync, message: "blocks the calling thread; only FastCGI workers drive requests")
     func run<T: Sendable>(_ operation: @escaping @Sendable () async -> T) -> T {
         let box = ResultBox<T>()
-        state.withLock { $0.isDriving = true }
-        Task(executorPreference: self) { [wakeup] in
+        state.withLock { state in
+            state.isDriving = true
+            state.isFinished = false
+        }
+        Task.immediate(executorPreference: self) { [self] in
             let value = await operation()
             box.value.withLock { $0 = value }
-            wakeup.signal()
+            finish()
         }
         while true {
-            let jobs = state.withLock { state -> [UnownedJob] in
+            let (jobs, finished) = state.withLock { state -> ([UnownedJob], Bool) in
+                if state.jobs.isEmpty {
+                    if state.isFinished {
+                        state.isDriving = false
+                        return ([], true)
+                    }
+                    state.isWaiting = true
+                    return ([], false)
+                }
                 let jobs = state.jobs
                 state.jobs.removeAll(keepingCapacity: true)
-                return jobs
+                return (jobs, false)
+            }
+            if finished { break }
+            if jobs.isEmpty {
+                wakeup.wait()
+                continue
             }
             for job in jobs {
                 job.runSynchronously(on: asUnownedTaskExecutor())
             }
-            if let value = box.value.withLock({ $0.take() }) {
-                let leftovers = state.withLock { state -> [UnownedJob] in
-                    state.isDriving = false
-                    defer { state.jobs.removeAll() }
-                    return state.jobs
-                }
-                for job in leftovers {
-                    OverflowRunner.shared.submit(job, executor: asUnownedTaskExecutor())
-                }
-                return value
-            }
-            if jobs.isEmpty { wakeup.wait() }
         }
+        guard let value = box.value.withLock({ $0.take() }) else {
+            preconditionFailure("the handler finished without a result")
+        }
+        return value
     }
 }
 

@@ -71,8 +71,20 @@ public struct JSONWriter: Sendable {
         literal.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
+    /// Decimal digits written straight into the buffer (no `String` in between).
     public mutating func integer(_ value: Int64) {
-        bytes.append(contentsOf: Array(String(value).utf8))
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // 32 bytes: room for 20 digits
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            repeat {
+                buffer[31 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            } while magnitude > 0
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[(32 - count)...]))
+        }
     }
 
     public mutating func double(_ value: Double) {
@@ -88,11 +100,11 @@ public struct JSONWriter: Sendable {
     }
 
     public mutating func bool(_ value: Bool) {
-        bytes.append(contentsOf: Array((value ? "true" : "false").utf8))
+        append(value ? "true" : "false")
     }
 
     public mutating func null() {
-        bytes.append(contentsOf: Array("null".utf8))
+        append("null")
     }
 
     /// Appends bytes that are already valid JSON (a stored result document).

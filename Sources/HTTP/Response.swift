@@ -59,7 +59,11 @@ public struct Response: Sendable {
 
     /// A JSON response with the given encoded body.
     public static func json(_ status: Status, _ body: [UInt8], headers: [(name: String, value: String)] = []) -> Response {
-        Response(status: status, headers: [("Content-Type", jsonContentType)] + headers, body: .bytes(body))
+        var all: [(name: String, value: String)] = []
+        all.reserveCapacity(headers.count + 2)  // + X-Request-Id, added on the way out
+        all.append(("Content-Type", jsonContentType))
+        all.append(contentsOf: headers)
+        return Response(status: status, headers: all, body: .bytes(body))
     }
 
     /// A JSON response built with a `JSONWriter`.

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Path parameters captured by a route pattern such as `/users/{id}`.
 public struct Parameters: Sendable {
     private var values: [(name: String, value: String)] = []
@@ -79,6 +81,20 @@ struct Route: Sendable {
     var handler: Handler
     /// The pattern as written, used as the metrics label.
     var pattern: String
+    /// The UTF-8 bytes of each literal segment (`nil` for a parameter), compared
+    /// against the request path without building strings.
+    var literalBytes: [[UInt8]?]
+
+    init(method: String, segments: [Segment], handler: @escaping Handler, pattern: String) {
+        self.method = method
+        self.segments = segments
+        self.handler = handler
+        self.pattern = pattern
+        literalBytes = segments.map { segment in
+            if case .literal(let text) = segment { return Array(text.utf8) }
+            return nil
+        }
+    }
 
     static func segments(of pattern: String) -> [Segment] {
         pattern.split(separator: "/", omittingEmptySubsequences: true).map { part in
@@ -89,17 +105,40 @@ struct Route: Sendable {
         }
     }
 
-    /// The captured parameters when `path` matches this route's shape.
-    func match(_ path: [Substring]) -> Parameters? {
-        guard path.count == segments.count else { return nil }
+    /// Whether the path's segments (byte ranges of `path`) have this route's shape.
+    func matches(_ path: UnsafeBufferPointer<UInt8>, _ parts: [Range<Int>]) -> Bool {
+        guard parts.count == literalBytes.count else { return false }
+        for (literal, part) in zip(literalBytes, parts) {
+            guard let literal else { continue }
+            guard literal.count == part.count else { return false }
+            let equal = literal.withUnsafeBufferPointer { bytes in
+                memcmp(bytes.baseAddress!, path.baseAddress! + part.lowerBound, part.count) == 0
+            }
+            if !equal { return false }
+        }
+        return true
+    }
+
+    /// The parameters captured from a path that `matches`.
+    func parameters(_ path: UnsafeBufferPointer<UInt8>, _ parts: [Range<Int>]) -> Parameters {
         var parameters = Parameters()
-        for (segment, part) in zip(segments, path) {
-            switch segment {
-            case .literal(let literal): if literal != part { return nil }
-            case .parameter(let name): parameters.append(name, String(part))
+        for (segment, part) in zip(segments, parts) {
+            if case .parameter(let name) = segment {
+                parameters.append(name, String(decoding: UnsafeBufferPointer(rebasing: path[part]), as: UTF8.self))
             }
         }
         return parameters
+    }
+
+    /// The byte ranges of the non-empty `/`-separated segments of `path`.
+    static func split(_ path: UnsafeBufferPointer<UInt8>) -> [Range<Int>] {
+        var parts: [Range<Int>] = []
+        var start = 0
+        for index in 0...path.count where index == path.count || path[index] == UInt8(ascii: "/") {
+            if index > start { parts.append(start..<index) }
+            start = index + 1
+        }
+        return parts
     }
 }
 
@@ -116,27 +155,33 @@ public struct RouterResponder: Responder {
     }
 
     public func respond(to request: Request) async -> Response {
-        guard let path = stripPrefix(request.path) else { return HTTPError.notFound().response }
+        guard var path = stripPrefix(request.path) else { return HTTPError.notFound().response }
         // A trailing slash names the same resource (`/users/` is `/users`).
-        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         let method = request.method == "HEAD" ? "GET" : request.method
         var allowed: [String] = []
-        for route in routes {
-            guard let parameters = route.match(parts) else { continue }
-            if route.method == method {
-                var response: Response
-                do {
-                    response = try await route.handler(request, parameters)
-                } catch let error as HTTPError {
-                    response = error.response
-                } catch {
-                    response = onError(error, request)
+        var found: (route: Route, parameters: Parameters)?
+        path.withUTF8 { bytes in
+            let parts = Route.split(bytes)
+            for route in routes where route.matches(bytes, parts) {
+                if route.method == method {
+                    found = (route, route.parameters(bytes, parts))
+                    return
                 }
-                response.route = route.pattern
-                return response
+                allowed.append(route.method)
+                if route.method == "GET" { allowed.append("HEAD") }
             }
-            allowed.append(route.method)
-            if route.method == "GET" { allowed.append("HEAD") }
+        }
+        if let (route, parameters) = found {
+            var response: Response
+            do {
+                response = try await route.handler(request, parameters)
+            } catch let error as HTTPError {
+                response = error.response
+            } catch {
+                response = onError(error, request)
+            }
+            response.route = route.pattern
+            return response
         }
         if allowed.isEmpty {
             var response = HTTPError.notFound().response

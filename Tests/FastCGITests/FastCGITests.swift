@@ -75,6 +75,7 @@ import Testing
         #expect(params([:]).requestID(headers: ["x-request-id": "from-client"]) == "from-client")
         let generated = params([:]).requestID(headers: ["x-request-id": "bad\"id"])
         #expect(generated.count == 32)
+        #expect(generated.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
         #expect(generated != params([:]).requestID(headers: [:]))
     }
 }

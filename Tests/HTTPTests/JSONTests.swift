@@ -78,4 +78,11 @@ import Testing
         }
         #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"id":1,"name":"a","list":[1,2]}"#)
     }
+
+    @Test(arguments: [Int64(0), 7, -7, 10, 1_000_000, Int64.max, Int64.min])
+    func writesIntegersAsDecimalText(value: Int64) {
+        var writer = JSONWriter()
+        writer.integer(value)
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == String(value))
+    }
 }
