@@ -132,32 +132,44 @@ final class DatabaseThread: Sendable {
     }
 
     /// Runs the jobs in one transaction; `false` when it could not commit.
+    ///
+    /// The transaction statements are prepared once (from the connection's cache):
+    /// `sqlite3_exec` would parse them again for every batch. A batch of one job needs
+    /// no savepoint: when that job fails, rolling back the transaction undoes exactly it.
     private static func runBatch(_ jobs: [Job], on connection: Connection) -> Bool {
         do {
-            try connection.execute("BEGIN IMMEDIATE")
+            try connection.cached("BEGIN IMMEDIATE").run()
         } catch {
             // The write lock could not be taken (busy beyond the timeout, read-only
             // file, disk): every job fails with that error without running.
             for job in jobs { job.complete(error) }
             return false
         }
-        for job in jobs {
-            do {
-                try connection.execute("SAVEPOINT job")
-                if job.run(connection) {
-                    try connection.execute("RELEASE job")
-                } else {
-                    try connection.execute("ROLLBACK TO job; RELEASE job")
-                }
-            } catch {
-                // A savepoint statement failed: the transaction is unusable.
+        if jobs.count == 1 {
+            guard jobs[0].run(connection) else {
                 try? connection.execute("ROLLBACK")
-                for job in jobs { job.complete(error) }
-                return false
+                jobs[0].complete(nil)  // delivers the job's own error
+                return true
+            }
+        } else {
+            for job in jobs {
+                do {
+                    try connection.cached("SAVEPOINT job").run()
+                    if job.run(connection) {
+                        try connection.cached("RELEASE job").run()
+                    } else {
+                        try connection.execute("ROLLBACK TO job; RELEASE job")
+                    }
+                } catch {
+                    // A savepoint statement failed: the transaction is unusable.
+                    try? connection.execute("ROLLBACK")
+                    for job in jobs { job.complete(error) }
+                    return false
+                }
             }
         }
         do {
-            try connection.execute("COMMIT")
+            try connection.cached("COMMIT").run()
             for job in jobs { job.complete(nil) }
             return true
         } catch {

@@ -132,6 +132,22 @@ final class TemporaryDatabase {
         #expect(count == 26)
     }
 
+    /// A write that runs alone (no savepoint) and fails is rolled back whole, reports
+    /// its own error, and leaves the writer ready for the next one.
+    @Test func aLoneFailingWriteIsUndoneAndTheNextCommits() async throws {
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) {
+            try await temporary.database.write { connection in
+                try connection.prepare("INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (1, 'r', 's', 'b', 't')").run()
+                throw Refused()
+            }
+        }
+        let written = try await temporary.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
+        #expect(written == 0)
+        _ = try await store.createUser(name: "after", email: "after@x.io")
+        #expect(try await store.users(afterID: 0, limit: 10).map(\.email) == ["after@x.io"])
+    }
+
     @Test func readsFromAnAttachedThreadRunInline() async throws {
         _ = try await store.createUser(name: "a", email: "a@x.io")
         // A plain thread with its own reader reads without any hop.
