@@ -114,7 +114,8 @@ public final class UserCache: Sendable {
         shards.reduce(0) { total, shard in total + shard.state.withLock { $0.entries.count } }
     }
 
-    static func now() -> UInt64 {
+    /// A coarse monotonic clock in nanoseconds (a few ms resolution is plenty here).
+    public static func now() -> UInt64 {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC_COARSE, &time)
         return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)

@@ -171,3 +171,17 @@ final class Collector: BodyWriter {
     let bytes = Mutex<[UInt8]>([])
     func write(_ chunk: [UInt8]) async throws { bytes.withLock { $0.append(contentsOf: chunk) } }
 }
+
+@Suite struct UserListCacheTests {
+    @Test func servesOnlyTheVersionItWasReadAtAndExpires() {
+        let cache = UserListCache()
+        cache.store([1, 2], at: 3)
+        #expect(cache.body(at: 3) == [1, 2])
+        #expect(cache.body(at: 4) == nil)
+        cache.store([9], at: 2)  // an older read never replaces a newer one
+        #expect(cache.body(at: 3) == [1, 2])
+        let expired = UserListCache(lifetimeNanoseconds: 0)
+        expired.store([1], at: 1)
+        #expect(expired.body(at: 1) == nil)
+    }
+}
