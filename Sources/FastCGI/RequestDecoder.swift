@@ -116,7 +116,19 @@ struct KnownParams {
     }
 
     subscript(name: String) -> String? {
-        Self.names.firstIndex(of: name).flatMap { values[$0] }
+        let index: Int? = switch name {
+        case "REQUEST_METHOD": 0
+        case "DOCUMENT_URI": 1
+        case "REQUEST_URI": 2
+        case "SCRIPT_NAME": 3
+        case "PATH_INFO": 4
+        case "QUERY_STRING": 5
+        case "CONTENT_TYPE": 6
+        case "CONTENT_LENGTH": 7
+        case "REQUEST_ID": 8
+        default: nil
+        }
+        return index.flatMap { values[$0] }
     }
 }
 

@@ -75,7 +75,7 @@ public final class RequestMetrics: Sendable {
     /// Records a finished request. `route` is the matched pattern (`/users/{id}`),
     /// never the raw path, so label cardinality stays bounded.
     public func requestFinished(route: String, method: String, status: Int, seconds: Double) {
-        let method = Self.knownMethods.contains(method) ? method : "OTHER"
+        let method = Self.isKnownMethod(method) ? method : "OTHER"
         shard().data.withLock { data in
             data.inFlight -= 1
             data.requests[Key(route: route, method: method, status: status), default: 0] += 1
@@ -83,7 +83,13 @@ public final class RequestMetrics: Sendable {
         }
     }
 
-    static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    /// Methods that get their own label; anything else is `OTHER` (bounded cardinality).
+    static func isKnownMethod(_ method: String) -> Bool {
+        switch method {
+        case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS": true
+        default: false
+        }
+    }
 
     /// Sums every shard.
     func snapshot() -> Shard.Data {

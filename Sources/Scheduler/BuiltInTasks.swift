@@ -36,7 +36,8 @@ public enum BuiltInTasks {
     )
 
     /// `welcome` — `{"user_id": N}`: writes the welcome message for a new user into the
-    /// outbox (where a mail sender would read it), exactly once per user.
+    /// outbox (where a mail sender would read it), exactly once per user. The outbox
+    /// row and the task's success commit in one transaction (one write, not two).
     public static func welcome(store: any TaskStore) -> TaskKind {
         TaskKind(
             name: "welcome",
@@ -46,14 +47,23 @@ public enum BuiltInTasks {
                 }
                 return JSONWriter.text(["user_id": .number(Double(id), integer: id)])
             },
+            persistsItsSuccess: true,
             run: { context in
                 guard case .number(_, let id?)? = context.payload["user_id"] else {
                     throw TaskPayloadError(field: "user_id", message: "stored payload has no user_id")
                 }
-                let written = try await store.writeWelcome(userID: id)
-                return JSONWriter.text(["outbox": .string(written ? "written" : "user no longer exists")])
+                let stored = try await store.completeWelcome(taskID: context.task.id, userID: id) { written in
+                    JSONWriter.text(["outbox": .string(written ? "written" : "user no longer exists")])
+                }
+                guard let stored else { throw TaskNotRunningError() }
+                return stored
             }
         )
+    }
+
+    /// A task's completion found it no longer `running` (nothing was written).
+    struct TaskNotRunningError: Error, CustomStringConvertible {
+        var description: String { "the task is no longer running" }
     }
 
     /// The payload of the welcome task enqueued with a new user.

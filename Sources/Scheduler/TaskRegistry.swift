@@ -27,14 +27,19 @@ public struct TaskKind: Sendable {
     /// Runs one attempt; returns the result as JSON text. Must be cancellable: use
     /// `Task.sleep`/`clock.sleep` and check cancellation, never block a thread.
     public let run: @Sendable (TaskContext) async throws -> String
+    /// `run` itself marks the task `succeeded` (in the transaction that does its
+    /// work) before it returns, so the scheduler does not write that again.
+    public let persistsItsSuccess: Bool
 
     public init(
         name: String,
         validate: @escaping @Sendable ([String: JSONValue]) throws -> String,
+        persistsItsSuccess: Bool = false,
         run: @escaping @Sendable (TaskContext) async throws -> String
     ) {
         self.name = name
         self.validate = validate
+        self.persistsItsSuccess = persistsItsSuccess
         self.run = run
     }
 }

@@ -165,7 +165,7 @@ public actor TaskScheduler {
             } catch {
                 outcome = .failure(error)
             }
-            await self.finish(task, outcome)
+            await self.finish(task, outcome, successPersisted: kind?.persistsItsSuccess ?? false)
         }
         running[task.id] = handle
         if cancelRequested.contains(task.id) || phase != .running {
@@ -174,10 +174,13 @@ public actor TaskScheduler {
         }
     }
 
-    /// Persists how an attempt ended, then frees its slot.
-    private func finish(_ task: TaskRecord, _ outcome: Result<String, any Error>) async {
+    /// Persists how an attempt ended (unless the kind already stored its success), then
+    /// frees its slot.
+    private func finish(_ task: TaskRecord, _ outcome: Result<String, any Error>, successPersisted: Bool) async {
         do {
             switch outcome {
+            case .success where successPersisted:
+                emit(.finished(task.id, .succeeded))
             case .success(let result):
                 if try await store.markSucceeded(id: task.id, result: result) { emit(.finished(task.id, .succeeded)) }
             case .failure(let error):

@@ -106,7 +106,11 @@ public protocol TaskStore: Sendable {
     func recoverInterrupted(now: Int64) async throws -> [Int64]
     /// How many tasks are in each state.
     func taskCounts() async throws -> [TaskState: Int]
-    /// Writes the welcome message for a user into the outbox, once per user.
-    /// Returns `false` when the user no longer exists.
-    func writeWelcome(userID: Int64) async throws -> Bool
+    /// Completes a running welcome task in one transaction: writes the welcome message
+    /// for the user into the outbox (once per user; nothing when the user no longer
+    /// exists) and marks the task `succeeded` with `result(written)`. Both happen or
+    /// neither: when the task is no longer `running`, nothing is written and `nil` is
+    /// returned. Otherwise returns the result stored.
+    func completeWelcome(taskID: Int64, userID: Int64, result: @escaping @Sendable (_ written: Bool) -> String)
+        async throws -> String?
 }

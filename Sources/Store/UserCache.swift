@@ -58,7 +58,7 @@ public final class UserCache: Sendable {
     public func lookup(_ id: Int64) -> Lookup {
         let now = Self.now()
         return shard(id).state.withLock { shard in
-            if shard.pending[id] != nil { return .miss(token: nil) }
+            if !shard.pending.isEmpty, shard.pending[id] != nil { return .miss(token: nil) }
             if let entry = shard.entries[id] {
                 if entry.expires > now { return .hit(entry.user) }
                 shard.entries[id] = nil

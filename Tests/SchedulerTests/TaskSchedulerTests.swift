@@ -293,13 +293,54 @@ func next(
         }
     }
 
-    @Test func welcomeWritesTheOutboxOnceEvenWhenRunTwice() async throws {
+    /// The outbox row and the task's success commit together, once.
+    @Test func welcomeCompletesInOneTransactionOnlyWhileRunning() async throws {
         let fixture = try await SchedulerFixture()
-        let user = try await fixture.store.createUser(name: "Ann", email: "ann@x.io")
-        #expect(try await fixture.store.writeWelcome(userID: user.id))
-        #expect(try await fixture.store.writeWelcome(userID: user.id))
-        let rows = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
-        #expect(rows == 1)
-        #expect(try await fixture.store.writeWelcome(userID: 999) == false)
+        let store = fixture.store
+        let user = try await store.createUser(name: "Ann", email: "ann@x.io")
+        let payload = BuiltInTasks.welcomePayload(userID: user.id)
+        for userID in [user.id, 999] {
+            _ = try await store.enqueue(NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10)
+            let claimed = try #require(try await store.claimDue(now: 1, limit: 1).first)
+            let label: @Sendable (Bool) -> String = { $0 ? "written" : "gone" }
+            let stored = try await store.completeWelcome(taskID: claimed.id, userID: userID, result: label)
+            #expect(stored == (userID == user.id ? "written" : "gone"))
+            let task = try #require(try await store.task(id: claimed.id))
+            #expect(task.state == .succeeded && task.result == stored)
+            // A second completion finds the task finished: nothing written, nothing changed.
+            #expect(try await store.completeWelcome(taskID: claimed.id, userID: userID, result: label) == nil)
+        }
+        let rows = try await fixture.database.read { try $0.prepare("SELECT user_id FROM outbox").firstInteger() }
+        let count = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
+        #expect(rows == user.id && count == 1)
+    }
+
+    /// A completion for a task that is not running (here: still queued) writes no outbox row.
+    @Test func welcomeForATaskThatIsNotRunningWritesNothing() async throws {
+        let fixture = try await SchedulerFixture()
+        let user = try await fixture.store.createUser(name: "Bo", email: "bo@x.io")
+        let queued = try await fixture.store.enqueue(
+            NewTask(kind: "welcome", payload: BuiltInTasks.welcomePayload(userID: user.id), maxAttempts: 3, runAt: 0), queueLimit: 10
+        ).task
+        #expect(try await fixture.store.completeWelcome(taskID: queued.id, userID: user.id) { _ in "x" } == nil)
+        let count = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
+        #expect(count == 0)
+        #expect(try await fixture.state(queued.id) == .queued)
+    }
+
+    /// Through the scheduler: the welcome task succeeds with its result and one outbox row.
+    @Test func welcomeTaskRunsThroughTheScheduler() async throws {
+        let fixture = try await SchedulerFixture()
+        let user = try await fixture.store.createUser(name: "Cy", email: "cy@x.io")
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let id = try await fixture.enqueue("welcome", ["user_id": .number(Double(user.id), integer: user.id)])
+        let finished = await next(&events) { $0 == .finished(id, .succeeded) }
+        #expect(finished != nil)
+        let task = try #require(try await fixture.store.task(id: id))
+        #expect(task.state == .succeeded && task.result == #"{"outbox":"written"}"#)
+        let count = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
+        #expect(count == 1)
+        await fixture.scheduler.shutdown(graceMilliseconds: 1000)
     }
 }
