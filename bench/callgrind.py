@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Instructions per request (valgrind callgrind): a deterministic A/B measure.
+
+wrk figures on a shared 2-core machine drift 10-40 % between runs, too much to see a
+5 % change. This runs one FastCGI responder under callgrind, sends N requests over one
+kept FastCGI connection (the params a stock nginx `include fastcgi_params` sends),
+and prints the user-space instructions (Ir) per request over those N — the same
+binary gives the same figure to within a percent or so. Kernel time is not counted.
+
+    python3 bench/callgrind.py .build/release/usersd get 2000    # GET /user/<id>
+    python3 bench/callgrind.py .build/release/usersd post 1000   # POST /add-user
+    python3 bench/callgrind.py /path/to/hello get 2000           # the C floor (bench/c-floor)
+
+Needs valgrind (Debian package). usersd gets a fresh database with 50 users first.
+"""
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+import harness  # noqa: E402  (the e2e suite's FastCGI record helpers)
+
+FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN = 1, 3, 4, 5
+
+
+def request(sock: socket.socket, method: str, uri: str, body: bytes = b"") -> None:
+    """One request on a kept connection (FCGI_KEEP_CONN), the params of stock nginx."""
+    params = harness.stock_params(method, uri, body, "application/json" if body else "")
+    encoded = b"".join(
+        harness._fcgi_length(len(k)) + harness._fcgi_length(len(v.encode())) + k.encode() + v.encode()
+        for k, v in params.items()
+    )
+    out = harness._fcgi_record(FCGI_BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 1))
+    out += harness._fcgi_record(FCGI_PARAMS, 1, encoded) + harness._fcgi_record(FCGI_PARAMS, 1, b"")
+    if body:
+        out += harness._fcgi_record(FCGI_STDIN, 1, body)
+    out += harness._fcgi_record(FCGI_STDIN, 1, b"")
+    sock.sendall(out)
+    while True:
+        _, kind, _, size, padding, _ = struct.unpack("!BBHHBB", harness._recv_exact(sock, 8))
+        harness._recv_exact(sock, size + padding)
+        if kind == FCGI_END_REQUEST:
+            return
+
+
+def main() -> None:
+    if len(sys.argv) != 4 or sys.argv[2] not in ("get", "post"):
+        sys.exit(__doc__)
+    binary, route, count = os.path.abspath(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    is_usersd = os.path.basename(binary) == "usersd"
+    work = tempfile.mkdtemp(prefix="usersd-callgrind-")
+    sock_path, output = f"{work}/app.sock", f"{work}/callgrind.out"
+
+    def start(prefix: list[str]) -> subprocess.Popen:
+        if os.path.exists(sock_path):
+            os.unlink(sock_path)
+        args = [binary, "serve", "--socket", sock_path, "--db", f"{work}/users.sqlite3", "--log-level", "warning"] \
+            if is_usersd else [binary, sock_path, "4"]
+        process = subprocess.Popen(prefix + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            if os.path.exists(sock_path):
+                break
+            time.sleep(0.1)
+        return process
+
+    def connect() -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(120)
+        for _ in range(600):
+            try:
+                sock.connect(sock_path)
+                return sock
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("cannot connect")
+
+    def one(sock: socket.socket, i: int) -> None:
+        if route == "get":
+            request(sock, "GET", f"/user/{1 + i % 50}")
+        else:
+            request(sock, "POST", "/add-user", f'{{"name":"n{i}","email":"u{i}@example.com"}}'.encode())
+
+    try:
+        if is_usersd:  # seed 50 users without valgrind
+            process = start([])
+            with connect() as sock:
+                for i in range(50):
+                    request(sock, "POST", "/add-user", f'{{"name":"seed {i}","email":"seed{i}@example.com"}}'.encode())
+            process.terminate()
+            process.wait()
+        process = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={output}"])
+        with connect() as sock:
+            for i in range(20):  # warm up: statement caches, thread start, first allocations
+                one(sock, 100_000 + i)
+            subprocess.run(["callgrind_control", "--zero", str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            for i in range(count):
+                one(sock, i)
+            time.sleep(0.5)  # let background work of these requests (welcome tasks) finish
+            subprocess.run(["callgrind_control", "--dump", str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        process.terminate()
+        process.wait()
+        annotated = subprocess.run(["callgrind_annotate", f"{output}.1"], capture_output=True, text=True).stdout
+        total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", annotated).group(1).replace(",", ""))
+        print(f"{os.path.basename(binary)} {route}: {total / count:,.0f} instructions per request over {count} requests")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
