@@ -94,13 +94,18 @@ enum RequestDecoder {
 /// environment (libfcgi's `FCGX_GetParam` scans the whole list on every call). The
 /// first occurrence of a name wins, as with `FCGX_GetParam`.
 struct KnownParams {
-    static let names = [
-        "REQUEST_METHOD", "DOCUMENT_URI", "REQUEST_URI", "SCRIPT_NAME", "PATH_INFO",
-        "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_ID",
-    ]
+    /// The params `CGIParams` asks for; the order is the index into `values`.
+    enum Name: String, CaseIterable {
+        case requestMethod = "REQUEST_METHOD", documentURI = "DOCUMENT_URI", requestURI = "REQUEST_URI"
+        case scriptName = "SCRIPT_NAME", pathInfo = "PATH_INFO", queryString = "QUERY_STRING"
+        case contentType = "CONTENT_TYPE", contentLength = "CONTENT_LENGTH", requestID = "REQUEST_ID"
+
+        var index: Int { Self.allCases.firstIndex(of: self)! }
+    }
+
     /// Each name followed by `=`, as C bytes, to compare entries against.
-    private static let prefixes: [[CChar]] = names.map { $0.utf8.map { CChar(bitPattern: $0) } + [0x3D] }
-    private var values = [String?](repeating: nil, count: KnownParams.names.count)
+    private static let prefixes: [[CChar]] = Name.allCases.map { $0.rawValue.utf8.map { CChar(bitPattern: $0) } + [0x3D] }
+    private var values = [String?](repeating: nil, count: Name.allCases.count)
 
     mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
         let first = entry[0]
@@ -116,19 +121,7 @@ struct KnownParams {
     }
 
     subscript(name: String) -> String? {
-        let index: Int? = switch name {
-        case "REQUEST_METHOD": 0
-        case "DOCUMENT_URI": 1
-        case "REQUEST_URI": 2
-        case "SCRIPT_NAME": 3
-        case "PATH_INFO": 4
-        case "QUERY_STRING": 5
-        case "CONTENT_TYPE": 6
-        case "CONTENT_LENGTH": 7
-        case "REQUEST_ID": 8
-        default: nil
-        }
-        return index.flatMap { values[$0] }
+        Name(rawValue: name).flatMap { values[$0.index] }
     }
 }
 

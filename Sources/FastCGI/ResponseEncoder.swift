@@ -7,7 +7,7 @@ enum ResponseEncoder {
         var head: [UInt8] = []
         head.reserveCapacity(192)
         append("Status: ", to: &head)
-        appendDecimal(response.status.code, to: &head)
+        head.appendDecimal(Int64(response.status.code))
         head.append(UInt8(ascii: " "))
         append(response.status.reason, to: &head)
         append("\r\n", to: &head)
@@ -21,7 +21,7 @@ enum ResponseEncoder {
         }
         if case .bytes(let bytes) = response.body, !hasLength {
             append("Content-Length: ", to: &head)
-            appendDecimal(bytes.count, to: &head)
+            head.appendDecimal(Int64(bytes.count))
             append("\r\n", to: &head)
         }
         append("\r\n", to: &head)
@@ -41,16 +41,6 @@ enum ResponseEncoder {
         name.utf8.count == 14 && name.utf8.elementsEqual("content-length".utf8) { byte, lower in
             (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 == lower : byte == lower
         }
-    }
-
-    static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
-        if value < 0 {
-            bytes.append(UInt8(ascii: "-"))
-            appendDecimal(-value, to: &bytes)
-            return
-        }
-        if value >= 10 { appendDecimal(value / 10, to: &bytes) }
-        bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
     }
 
     /// Header text never contains CR or LF, so no response splitting is possible.

@@ -71,20 +71,8 @@ public struct JSONWriter: Sendable {
         literal.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
-    /// Decimal digits written straight into the buffer (no `String` in between).
     public mutating func integer(_ value: Int64) {
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // 32 bytes: room for 20 digits
-        var count = 0
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            repeat {
-                buffer[31 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-                count += 1
-            } while magnitude > 0
-            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[(32 - count)...]))
-        }
+        bytes.appendDecimal(value)
     }
 
     public mutating func double(_ value: Double) {
@@ -173,6 +161,25 @@ public struct JSONWriter: Sendable {
         public mutating func field(_ name: String, _ body: (inout JSONWriter) -> Void) {
             key(name)
             body(&writer)
+        }
+    }
+}
+
+extension [UInt8] {
+    /// Appends `value` as decimal ASCII digits, straight into the buffer (no `String`
+    /// in between): JSON numbers and the FastCGI response head use it per request.
+    public mutating func appendDecimal(_ value: Int64) {
+        if value < 0 { append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // 32 bytes: room for 20 digits
+        var count = 0
+        Swift.withUnsafeMutableBytes(of: &digits) { buffer in
+            repeat {
+                buffer[31 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            } while magnitude > 0
+            append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[(32 - count)...]))
         }
     }
 }

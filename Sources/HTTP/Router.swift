@@ -71,7 +71,8 @@ public struct Router: Sendable {
 
 /// One segment of a route pattern.
 enum Segment: Sendable, Equatable {
-    case literal(String)
+    /// A fixed segment, as UTF-8 bytes: request paths are matched without building strings.
+    case literal([UInt8])
     case parameter(String)
 }
 
@@ -81,35 +82,21 @@ struct Route: Sendable {
     var handler: Handler
     /// The pattern as written, used as the metrics label.
     var pattern: String
-    /// The UTF-8 bytes of each literal segment (`nil` for a parameter), compared
-    /// against the request path without building strings.
-    var literalBytes: [[UInt8]?]
-
-    init(method: String, segments: [Segment], handler: @escaping Handler, pattern: String) {
-        self.method = method
-        self.segments = segments
-        self.handler = handler
-        self.pattern = pattern
-        literalBytes = segments.map { segment in
-            if case .literal(let text) = segment { return Array(text.utf8) }
-            return nil
-        }
-    }
 
     static func segments(of pattern: String) -> [Segment] {
         pattern.split(separator: "/", omittingEmptySubsequences: true).map { part in
             if part.hasPrefix("{") && part.hasSuffix("}") {
                 return .parameter(String(part.dropFirst().dropLast()))
             }
-            return .literal(String(part))
+            return .literal(Array(part.utf8))
         }
     }
 
     /// Whether the path's segments (byte ranges of `path`) have this route's shape.
     func matches(_ path: UnsafeBufferPointer<UInt8>, _ parts: [Range<Int>]) -> Bool {
-        guard parts.count == literalBytes.count else { return false }
-        for (literal, part) in zip(literalBytes, parts) {
-            guard let literal else { continue }
+        guard parts.count == segments.count else { return false }
+        for (segment, part) in zip(segments, parts) {
+            guard case .literal(let literal) = segment else { continue }
             guard literal.count == part.count else { return false }
             let equal = literal.withUnsafeBufferPointer { bytes in
                 memcmp(bytes.baseAddress!, path.baseAddress! + part.lowerBound, part.count) == 0

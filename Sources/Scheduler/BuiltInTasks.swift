@@ -52,18 +52,11 @@ public enum BuiltInTasks {
                 guard case .number(_, let id?)? = context.payload["user_id"] else {
                     throw TaskPayloadError(field: "user_id", message: "stored payload has no user_id")
                 }
-                let stored = try await store.completeWelcome(taskID: context.task.id, userID: id) { written in
+                return try await store.completeWelcome(taskID: context.task.id, userID: id) { written in
                     JSONWriter.text(["outbox": .string(written ? "written" : "user no longer exists")])
                 }
-                guard let stored else { throw TaskNotRunningError() }
-                return stored
             }
         )
-    }
-
-    /// A task's completion found it no longer `running` (nothing was written).
-    struct TaskNotRunningError: Error, CustomStringConvertible {
-        var description: String { "the task is no longer running" }
     }
 
     /// The payload of the welcome task enqueued with a new user.

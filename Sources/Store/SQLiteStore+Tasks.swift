@@ -197,40 +197,33 @@ extension SQLiteStore: TaskStore {
 
     public func completeWelcome(
         taskID: Int64, userID: Int64, result: @escaping @Sendable (_ written: Bool) -> String
-    ) async throws -> String? {
-        do {
-            return try await mapErrors {
-                try await database.write { connection in
-                    let user = try connection.cached("SELECT name, email FROM users WHERE id = ?")
-                    try user.bind([.integer(userID)])
-                    defer { try? user.run() }
-                    let exists = try user.step()
-                    let text = result(exists)
+    ) async throws -> String {
+        try await mapErrors {
+            try await database.write { connection in
+                let user = try connection.cached("SELECT name, email FROM users WHERE id = ?")
+                try user.bind([.integer(userID)])
+                defer { try? user.run() }
+                let exists = try user.step()
+                let text = result(exists)
+                try connection.cached(
+                    "UPDATE tasks SET state = 'succeeded', result = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'"
+                ).bind([.text(text), .integer(taskID)]).run()
+                // Not running any more: throwing rolls this job back, outbox included.
+                guard connection.changes > 0 else { throw TaskStoreError.notRunning }
+                if exists {
+                    // UNIQUE(user_id) + DO NOTHING: a user never gets a second row.
                     try connection.cached(
-                        "UPDATE tasks SET state = 'succeeded', result = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'"
-                    ).bind([.text(text), .integer(taskID)]).run()
-                    // Not running any more: throwing rolls this job back, outbox included.
-                    guard connection.changes > 0 else { throw TaskNotRunning() }
-                    if exists {
-                        // UNIQUE(user_id) + DO NOTHING: a user never gets a second row.
-                        try connection.cached(
-                            "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, \(SQLNow.text)) ON CONFLICT (user_id) DO NOTHING"
-                        ).bind([
-                            .integer(userID), .text(user.text(1)), .text("Welcome to usersd"),
-                            .text("Hello \(user.text(0)), your account is ready."),
-                        ]).run()
-                    }
-                    return text
+                        "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, \(SQLNow.text)) ON CONFLICT (user_id) DO NOTHING"
+                    ).bind([
+                        .integer(userID), .text(user.text(1)), .text("Welcome to usersd"),
+                        .text("Hello \(user.text(0)), your account is ready."),
+                    ]).run()
                 }
+                return text
             }
-        } catch is TaskNotRunning {
-            return nil
         }
     }
 }
-
-/// The task a completion was for is no longer `running` (used to roll the completion back).
-struct TaskNotRunning: Error {}
 
 /// Milliseconds since the Unix epoch as ISO 8601 UTC (for `run_at`).
 public func isoTimestamp(milliseconds: Int64) -> String {

@@ -67,6 +67,8 @@ public struct NewTask: Sendable, Equatable {
 public enum TaskStoreError: Error, Sendable, Equatable {
     /// More than the configured number of tasks are queued (503 + Retry-After).
     case queueFull
+    /// A completion found its task no longer `running`; nothing was written.
+    case notRunning
 }
 
 /// What a cancel request found.
@@ -108,9 +110,9 @@ public protocol TaskStore: Sendable {
     func taskCounts() async throws -> [TaskState: Int]
     /// Completes a running welcome task in one transaction: writes the welcome message
     /// for the user into the outbox (once per user; nothing when the user no longer
-    /// exists) and marks the task `succeeded` with `result(written)`. Both happen or
-    /// neither: when the task is no longer `running`, nothing is written and `nil` is
-    /// returned. Otherwise returns the result stored.
+    /// exists) and marks the task `succeeded` with `result(written)`; returns the result
+    /// stored. Both happen or neither: when the task is no longer `running`, nothing is
+    /// written and `TaskStoreError.notRunning` is thrown.
     func completeWelcome(taskID: Int64, userID: Int64, result: @escaping @Sendable (_ written: Bool) -> String)
-        async throws -> String?
+        async throws -> String
 }

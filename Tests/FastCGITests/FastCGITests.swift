@@ -69,11 +69,12 @@ import Testing
         #expect(known["CONTENT_TYPE"] == nil)
         #expect(known["OTHER"] == nil)
         // Every name is found under its own spelling.
-        let all = KnownParams.names.map { strdup("\($0)=value of \($0)")! }
+        let names = KnownParams.Name.allCases.map(\.rawValue)
+        let all = names.map { strdup("\($0)=value of \($0)")! }
         defer { all.forEach { free($0) } }
         var every = KnownParams()
         for entry in all { every.record(entry) }
-        for name in KnownParams.names { #expect(every[name] == "value of \(name)") }
+        for name in names { #expect(every[name] == "value of \(name)") }
     }
 
     @Test func requestIDComesFromNginxOrHeaderOrIsGenerated() {

@@ -308,7 +308,9 @@ func next(
             let task = try #require(try await store.task(id: claimed.id))
             #expect(task.state == .succeeded && task.result == stored)
             // A second completion finds the task finished: nothing written, nothing changed.
-            #expect(try await store.completeWelcome(taskID: claimed.id, userID: userID, result: label) == nil)
+            await #expect(throws: TaskStoreError.notRunning) {
+                try await store.completeWelcome(taskID: claimed.id, userID: userID, result: label)
+            }
         }
         let rows = try await fixture.database.read { try $0.prepare("SELECT user_id FROM outbox").firstInteger() }
         let count = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
@@ -322,7 +324,9 @@ func next(
         let queued = try await fixture.store.enqueue(
             NewTask(kind: "welcome", payload: BuiltInTasks.welcomePayload(userID: user.id), maxAttempts: 3, runAt: 0), queueLimit: 10
         ).task
-        #expect(try await fixture.store.completeWelcome(taskID: queued.id, userID: user.id) { _ in "x" } == nil)
+        await #expect(throws: TaskStoreError.notRunning) {
+            try await fixture.store.completeWelcome(taskID: queued.id, userID: user.id) { _ in "x" }
+        }
         let count = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(count == 0)
         #expect(try await fixture.state(queued.id) == .queued)
