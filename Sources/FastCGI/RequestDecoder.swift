@@ -44,8 +44,8 @@ enum RequestDecoder {
             Request(
                 method: params.method,
                 path: params.path,
-                query: params["QUERY_STRING"] ?? "",
-                contentType: params["CONTENT_TYPE"].flatMap { $0.isEmpty ? nil : $0 },
+                query: params[.queryString] ?? "",
+                contentType: params[.contentType].flatMap { $0.isEmpty ? nil : $0 },
                 headers: headers,
                 body: body,
                 requestID: requestID
@@ -100,12 +100,14 @@ struct KnownParams {
         case scriptName = "SCRIPT_NAME", pathInfo = "PATH_INFO", queryString = "QUERY_STRING"
         case contentType = "CONTENT_TYPE", contentLength = "CONTENT_LENGTH", requestID = "REQUEST_ID"
 
-        var index: Int { Self.allCases.firstIndex(of: self)! }
+        /// Built once: `allCases` makes a new array on every use.
+        static let all = allCases
+        var index: Int { Self.all.firstIndex(of: self)! }
     }
 
     /// Each name followed by `=`, as C bytes, to compare entries against.
-    private static let prefixes: [[CChar]] = Name.allCases.map { $0.rawValue.utf8.map { CChar(bitPattern: $0) } + [0x3D] }
-    private var values = [String?](repeating: nil, count: Name.allCases.count)
+    private static let prefixes: [[CChar]] = Name.all.map { $0.rawValue.utf8.map { CChar(bitPattern: $0) } + [0x3D] }
+    private var values = [String?](repeating: nil, count: Name.all.count)
 
     mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
         let first = entry[0]
@@ -120,8 +122,8 @@ struct KnownParams {
         }
     }
 
-    subscript(name: String) -> String? {
-        Name(rawValue: name).flatMap { values[$0.index] }
+    subscript(name: Name) -> String? {
+        values[name.index]
     }
 }
 
@@ -129,34 +131,34 @@ struct KnownParams {
 /// needs (`DOCUMENT_URI`, else the path of `REQUEST_URI`, else `SCRIPT_NAME` +
 /// `PATH_INFO`).
 struct CGIParams {
-    let lookup: (String) -> String?
+    let lookup: (KnownParams.Name) -> String?
 
-    subscript(name: String) -> String? { lookup(name) }
+    subscript(name: KnownParams.Name) -> String? { lookup(name) }
 
     var method: String {
-        let method = lookup("REQUEST_METHOD") ?? ""
+        let method = lookup(.requestMethod) ?? ""
         return method.isEmpty ? "GET" : method
     }
 
     var path: String {
-        if let uri = lookup("DOCUMENT_URI"), !uri.isEmpty { return uri }
-        if let uri = lookup("REQUEST_URI"), !uri.isEmpty {
+        if let uri = lookup(.documentURI), !uri.isEmpty { return uri }
+        if let uri = lookup(.requestURI), !uri.isEmpty {
             let raw = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
             return PercentDecoding.decode(raw, plusAsSpace: false) ?? String(raw)
         }
-        let joined = (lookup("SCRIPT_NAME") ?? "") + (lookup("PATH_INFO") ?? "")
+        let joined = (lookup(.scriptName) ?? "") + (lookup(.pathInfo) ?? "")
         return joined.isEmpty ? "/" : joined
     }
 
     var contentLength: Int? {
-        guard let text = lookup("CONTENT_LENGTH"), !text.isEmpty else { return nil }
+        guard let text = lookup(.contentLength), !text.isEmpty else { return nil }
         // A length that does not parse or overflows is treated as "too large".
         return Int(text) ?? Int.max
     }
 
     /// nginx's `$request_id` (param `REQUEST_ID`), an `X-Request-Id` header, or a new id.
     func requestID(headers: [String: String]) -> String {
-        if let id = lookup("REQUEST_ID"), Self.isAcceptableID(id) { return id }
+        if let id = lookup(.requestID), Self.isAcceptableID(id) { return id }
         if let id = headers["x-request-id"], Self.isAcceptableID(id) { return id }
         return RequestIDGenerator.next()
     }

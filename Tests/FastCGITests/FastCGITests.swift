@@ -33,7 +33,7 @@ import Testing
 }
 
 @Suite struct CGIParamsTests {
-    func params(_ values: [String: String]) -> CGIParams { CGIParams { values[$0] } }
+    func params(_ values: [String: String]) -> CGIParams { CGIParams { values[$0.rawValue] } }
 
     @Test func prefersDocumentURI() {
         #expect(params(["DOCUMENT_URI": "/user/1", "REQUEST_URI": "/other?x=1"]).path == "/user/1")
@@ -63,18 +63,16 @@ import Testing
         defer { storage.forEach { free($0) } }
         var known = KnownParams()
         for entry in storage { known.record(entry) }
-        #expect(known["REQUEST_METHOD"] == "GET")
-        #expect(known["REQUEST_URI"] == "/yes")
-        #expect(known["QUERY_STRING"] == "")
-        #expect(known["CONTENT_TYPE"] == nil)
-        #expect(known["OTHER"] == nil)
+        #expect(known[.requestMethod] == "GET")
+        #expect(known[.requestURI] == "/yes")
+        #expect(known[.queryString] == "")
+        #expect(known[.contentType] == nil)
         // Every name is found under its own spelling.
-        let names = KnownParams.Name.allCases.map(\.rawValue)
-        let all = names.map { strdup("\($0)=value of \($0)")! }
+        let all = KnownParams.Name.allCases.map { strdup("\($0.rawValue)=value of \($0.rawValue)")! }
         defer { all.forEach { free($0) } }
         var every = KnownParams()
         for entry in all { every.record(entry) }
-        for name in names { #expect(every[name] == "value of \(name)") }
+        for name in KnownParams.Name.allCases { #expect(every[name] == "value of \(name.rawValue)") }
     }
 
     @Test func requestIDComesFromNginxOrHeaderOrIsGenerated() {
