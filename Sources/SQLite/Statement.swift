@@ -12,7 +12,8 @@ public final class Statement {
 
     deinit { sqlite3_finalize(handle) }
 
-    func reset() {
+    /// Ends the current run (rows not stepped to are not read) and clears the bindings.
+    public func reset() {
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
     }

@@ -39,7 +39,10 @@ public enum BuiltInTasks {
     /// outbox (where a mail sender would read it), exactly once per user. The outbox
     /// row and the task's success commit in one transaction (one write, not two).
     public static func welcome(store: any TaskStore) -> TaskKind {
-        TaskKind(
+        let result: @Sendable (Bool) -> String = { written in
+            JSONWriter.text(["outbox": .string(written ? "written" : "user no longer exists")])
+        }
+        return TaskKind(
             name: "welcome",
             validate: { payload in
                 guard case .number(_, let id?)? = payload["user_id"], id > 0 else {
@@ -48,13 +51,12 @@ public enum BuiltInTasks {
                 return JSONWriter.text(["user_id": .number(Double(id), integer: id)])
             },
             persistsItsSuccess: true,
+            runQueued: { ids, now in try await store.runQueuedWelcomes(ids: ids, now: now, result: result) },
             run: { context in
                 guard case .number(_, let id?)? = context.payload["user_id"] else {
                     throw TaskPayloadError(field: "user_id", message: "stored payload has no user_id")
                 }
-                return try await store.completeWelcome(taskID: context.task.id, userID: id) { written in
-                    JSONWriter.text(["outbox": .string(written ? "written" : "user no longer exists")])
-                }
+                return try await store.completeWelcome(taskID: context.task.id, userID: id, result: result)
             }
         )
     }

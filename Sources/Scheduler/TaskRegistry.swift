@@ -30,16 +30,23 @@ public struct TaskKind: Sendable {
     /// `run` itself marks the task `succeeded` (in the transaction that does its
     /// work) before it returns, so the scheduler does not write that again.
     public let persistsItsSuccess: Bool
+    /// For kinds whose whole work is a database write: runs the given tasks (ids noted
+    /// at insert, see `TaskScheduler.noteInserted`) that are still queued and due from
+    /// start to finish in one store transaction, and returns the ids it ran. Those
+    /// take no slot and no claim; any it skips run through `run` as usual.
+    public let runQueued: (@Sendable (_ ids: [Int64], _ now: Int64) async throws -> [Int64])?
 
     public init(
         name: String,
         validate: @escaping @Sendable ([String: JSONValue]) throws -> String,
         persistsItsSuccess: Bool = false,
+        runQueued: (@Sendable (_ ids: [Int64], _ now: Int64) async throws -> [Int64])? = nil,
         run: @escaping @Sendable (TaskContext) async throws -> String
     ) {
         self.name = name
         self.validate = validate
         self.persistsItsSuccess = persistsItsSuccess
+        self.runQueued = runQueued
         self.run = run
     }
 }

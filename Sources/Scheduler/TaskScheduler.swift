@@ -50,6 +50,13 @@ public actor TaskScheduler {
     private var startedAt: [Int64: Int64] = [:]
     /// Run time of finished attempts by task kind, for metrics.
     nonisolated let durations = Mutex<[String: Histogram]>([:])
+    /// Ids of just-inserted tasks of kinds with `runQueued`, by kind (see `noteInserted`).
+    /// The claim path skips these, so a noted task is run once, by `runNoted`.
+    private nonisolated let noted = Mutex<(all: Set<Int64>, byKind: [String: [Int64]])>(([], [:]))
+    /// At most this many noted ids wait; more are left to the claim path.
+    static let notedLimit = 10_000
+    /// Noted tasks run per store transaction.
+    static let runQueuedBatch = 256
 
     public init(store: any TaskStore, registry: TaskRegistry, clock: any SchedulerClock = SystemClock(),
                 configuration: Configuration = Configuration()) {
@@ -81,6 +88,20 @@ public actor TaskScheduler {
         wake.signal()
     }
 
+    /// Notes a task just inserted, so that a kind with `runQueued` (the welcome task) can
+    /// run it by id in one transaction with others, without a claim or a slot. A hint,
+    /// not a promise: it may come before the insert commits (from inside the user's
+    /// transaction), and `runQueued` checks that the task is still queued and due; a
+    /// task never noted, or skipped, is claimed and run as usual. Call `wakeUp` after
+    /// the commit.
+    public nonisolated func noteInserted(taskID: Int64, kind: String) {
+        guard registry.kinds[kind]?.runQueued != nil else { return }
+        noted.withLock { noted in
+            guard noted.all.count < Self.notedLimit, noted.all.insert(taskID).inserted else { return }
+            noted.byKind[kind, default: []].append(taskID)
+        }
+    }
+
     /// The number of tasks running right now.
     public var runningCount: Int { running.count }
 
@@ -98,7 +119,10 @@ public actor TaskScheduler {
             runAt: clock.now() + delayMilliseconds, idempotencyKey: idempotencyKey
         )
         let result = try await store.enqueue(task, queueLimit: configuration.queueLimit)
-        if result.created { wake.signal() }
+        if result.created {
+            noteInserted(taskID: result.task.id, kind: kind)
+            wake.signal()
+        }
         return result
     }
 
@@ -139,11 +163,53 @@ public actor TaskScheduler {
     }
 
     private func fillSlots() async throws {
+        await runNoted()
         while phase == .running, running.count < configuration.concurrency {
-            let claimed = try await store.claimDue(now: clock.now(), limit: configuration.concurrency - running.count)
+            // Asked on the writer, inside the claim's transaction: a welcome task noted from
+            // inside its user's (committed) transaction is seen there and left to `runNoted`.
+            let claimed = try await store.claimDue(
+                now: clock.now(), limit: configuration.concurrency - running.count,
+                skipping: { [self] id in self.noted.withLock { $0.all.contains(id) } })
             if claimed.isEmpty { return }
             for task in claimed { launch(task) }
         }
+    }
+
+    /// Runs the noted tasks of kinds with `runQueued`, a batch per transaction. They take
+    /// no slot. When a batch fails its tasks stay queued and the claim path runs them.
+    private func runNoted() async {
+        let batches = noted.withLock { noted in
+            defer { noted = ([], [:]) }
+            return noted.byKind
+        }
+        for (kind, ids) in batches {
+            guard let runQueued = registry.kinds[kind]?.runQueued else { continue }
+            var start = 0
+            while start < ids.count, phase == .running {
+                let chunk = Array(ids[start..<min(start + Self.runQueuedBatch, ids.count)])
+                start += chunk.count
+                let began = clock.now()
+                do {
+                    let ran = try await runQueued(chunk, began)
+                    let seconds = Double(clock.now() - began) / 1000
+                    for id in ran {
+                        emit(.started(id))
+                        emit(.finished(id, .succeeded))
+                    }
+                    if !ran.isEmpty {
+                        durations.withLock { histograms in
+                            for _ in ran { histograms[kind, default: Self.durationHistogram()].observe(seconds) }
+                        }
+                    }
+                } catch {
+                    Log.warning("running noted tasks failed; the queue will run them", ["kind": kind, "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    static func durationHistogram() -> Histogram {
+        Histogram(bounds: [0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600])
     }
 
     private func launch(_ task: TaskRecord) {
@@ -212,7 +278,7 @@ public actor TaskScheduler {
         }
         if let start = startedAt.removeValue(forKey: task.id) {
             let seconds = Double(clock.now() - start) / 1000
-            durations.withLock { $0[task.kind, default: Histogram(bounds: [0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600])].observe(seconds) }
+            durations.withLock { $0[task.kind, default: Self.durationHistogram()].observe(seconds) }
         }
         running[task.id] = nil
         wake.signal()

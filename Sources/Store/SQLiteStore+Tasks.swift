@@ -80,21 +80,31 @@ extension SQLiteStore: TaskStore {
         }
     }
 
-    public func claimDue(now: Int64, limit: Int) async throws -> [TaskRecord] {
+    public func claimDue(now: Int64, limit: Int, skipping: (@Sendable (Int64) -> Bool)?) async throws -> [TaskRecord] {
         try await mapErrors {
             try await database.write { connection in
-                let statement = try connection.cached(
-                    """
-                    UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = \(SQLNow.text),
-                        updated_at = \(SQLNow.text)
-                    WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT ?)
-                    RETURNING \(Self.taskColumns)
-                    """
-                )
-                try statement.bind([.integer(now), .integer(Int64(limit))])
+                let due = try connection.cached("SELECT id FROM tasks WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id")
+                try due.bind([.integer(now)])
+                var ids: [Int64] = []
+                while ids.count < limit, try due.step() {
+                    let id = due.integer(0)
+                    if skipping?(id) != true { ids.append(id) }
+                }
+                due.reset()
                 var records: [TaskRecord] = []
-                try statement.forEachRow { records.append(Self.task(from: $0)) }
-                return records.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
+                for id in ids {
+                    let claim = try connection.cached(
+                        """
+                        UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = \(SQLNow.text),
+                            updated_at = \(SQLNow.text)
+                        WHERE id = ? RETURNING \(Self.taskColumns)
+                        """
+                    )
+                    try claim.bind([.integer(id)])
+                    if try claim.step() { records.append(Self.task(from: claim)) }
+                    try claim.run()
+                }
+                return records
             }
         }
     }
@@ -200,28 +210,63 @@ extension SQLiteStore: TaskStore {
     ) async throws -> String {
         try await mapErrors {
             try await database.write { connection in
-                let user = try connection.cached("SELECT name, email FROM users WHERE id = ?")
-                try user.bind([.integer(userID)])
-                defer { try? user.run() }
-                let exists = try user.step()
-                let text = result(exists)
+                let written = try Self.writeWelcome(userID: userID, on: connection)
+                let text = result(written)
                 try connection.cached(
                     "UPDATE tasks SET state = 'succeeded', result = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'"
                 ).bind([.text(text), .integer(taskID)]).run()
                 // Not running any more: throwing rolls this job back, outbox included.
                 guard connection.changes > 0 else { throw TaskStoreError.notRunning }
-                if exists {
-                    // UNIQUE(user_id) + DO NOTHING: a user never gets a second row.
-                    try connection.cached(
-                        "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, \(SQLNow.text)) ON CONFLICT (user_id) DO NOTHING"
-                    ).bind([
-                        .integer(userID), .text(user.text(1)), .text("Welcome to usersd"),
-                        .text("Hello \(user.text(0)), your account is ready."),
-                    ]).run()
-                }
                 return text
             }
         }
+    }
+
+    public func runQueuedWelcomes(
+        ids: [Int64], now: Int64, result: @escaping @Sendable (_ written: Bool) -> String
+    ) async throws -> [Int64] {
+        guard !ids.isEmpty else { return [] }
+        return try await mapErrors {
+            try await database.write { connection in
+                var ran: [Int64] = []
+                for id in ids {
+                    let due = try connection.cached(
+                        "SELECT json_extract(payload, '$.user_id') FROM tasks WHERE id = ? AND kind = 'welcome' AND state = 'queued' AND run_at <= ?"
+                    )
+                    try due.bind([.integer(id), .integer(now)])
+                    let userID: Int64? = try due.step() ? due.integer(0) : nil
+                    due.reset()
+                    guard let userID else { continue }
+                    let text = result(try Self.writeWelcome(userID: userID, on: connection))
+                    try connection.cached(
+                        """
+                        UPDATE tasks SET state = 'succeeded', attempts = attempts + 1, result = ?, started_at = \(SQLNow.text),
+                            finished_at = \(SQLNow.text), updated_at = \(SQLNow.text)
+                        WHERE id = ?
+                        """
+                    ).bind([.text(text), .integer(id)]).run()
+                    ran.append(id)
+                }
+                return ran
+            }
+        }
+    }
+
+    /// Writes the welcome message for `userID` into the outbox inside an open write
+    /// transaction; false when the user no longer exists. A user never gets a second
+    /// row (UNIQUE(user_id) + DO NOTHING).
+    static func writeWelcome(userID: Int64, on connection: Connection) throws -> Bool {
+        let user = try connection.cached("SELECT name, email FROM users WHERE id = ?")
+        try user.bind([.integer(userID)])
+        defer { try? user.run() }
+        guard try user.step() else { return false }
+        try connection.cached(
+            "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, \(SQLNow.text)) ON CONFLICT (user_id) DO NOTHING"
+        ).bind([
+            .integer(userID), .text(user.text(1)), .text("Welcome to usersd"),
+            .text("Hello \(user.text(0)), your account is ready."),
+        ]).run()
+        return true
     }
 }
 

@@ -89,8 +89,10 @@ public protocol TaskStore: Sendable {
     func enqueue(_ task: NewTask, queueLimit: Int) async throws -> (task: TaskRecord, created: Bool)
     func task(id: Int64) async throws -> TaskRecord?
     func tasks(state: TaskState?, afterID: Int64, limit: Int) async throws -> [TaskRecord]
-    /// Moves up to `limit` due queued tasks (run_at ≤ now) to running, counting an attempt.
-    func claimDue(now: Int64, limit: Int) async throws -> [TaskRecord]
+    /// Moves up to `limit` due queued tasks (run_at ≤ now), oldest due first, to running,
+    /// counting an attempt. Tasks for which `skipping` says true (asked inside the write
+    /// transaction) are left queued.
+    func claimDue(now: Int64, limit: Int, skipping: (@Sendable (Int64) -> Bool)?) async throws -> [TaskRecord]
     /// The earliest run_at among queued tasks.
     func nextRunAt() async throws -> Int64?
     func markSucceeded(id: Int64, result: String) async throws -> Bool
@@ -115,4 +117,18 @@ public protocol TaskStore: Sendable {
     /// written and `TaskStoreError.notRunning` is thrown.
     func completeWelcome(taskID: Int64, userID: Int64, result: @escaping @Sendable (_ written: Bool) -> String)
         async throws -> String
+    /// Runs the welcome tasks among `ids` that are still queued and due at `now` from
+    /// start to finish in one transaction: each gets its outbox row (as `completeWelcome`)
+    /// and goes straight to `succeeded` with its attempt counted and `result(written)`
+    /// stored. Other ids (not welcome, not queued, not due, unknown) are skipped.
+    /// Returns the ids run, in the order given.
+    func runQueuedWelcomes(ids: [Int64], now: Int64, result: @escaping @Sendable (_ written: Bool) -> String)
+        async throws -> [Int64]
+}
+
+extension TaskStore {
+    /// Claims up to `limit` due queued tasks, skipping none.
+    public func claimDue(now: Int64, limit: Int) async throws -> [TaskRecord] {
+        try await claimDue(now: now, limit: limit, skipping: nil)
+    }
 }

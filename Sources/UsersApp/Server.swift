@@ -5,6 +5,7 @@ import Lifecycle
 import SQLite
 import Scheduler
 import Store
+import Synchronization
 
 /// `usersd serve`: the process's start and stop sequence.
 ///
@@ -46,12 +47,16 @@ struct Server {
         let maxAttempts = configuration.taskMaxAttempts
         // The welcome task is inserted in the same transaction as its user
         // (transactional outbox): both commit, or neither.
+        // Its id is noted for the scheduler, which runs welcome tasks by id, many per
+        // transaction, once the route has woken it after the commit.
+        let noteWelcome = Mutex<(@Sendable (Int64) -> Void)?>(nil)
         let store = SQLiteStore(database: database) { connection, user in
-            _ = try SQLiteStore.insertTask(
+            let task = try SQLiteStore.insertTask(
                 NewTask(kind: "welcome", payload: BuiltInTasks.welcomePayload(userID: user.id),
                         maxAttempts: maxAttempts, runAt: SystemClock().now()),
                 on: connection
             )
+            noteWelcome.withLock { $0 }?(task.id)
         }
         var schedulerConfiguration = TaskScheduler.Configuration()
         schedulerConfiguration.concurrency = configuration.taskConcurrency
@@ -62,6 +67,7 @@ struct Server {
             registry: TaskRegistry([BuiltInTasks.sleep, BuiltInTasks.welcome(store: store)]),
             configuration: schedulerConfiguration
         )
+        noteWelcome.withLock { $0 = { [scheduler] id in scheduler.noteInserted(taskID: id, kind: "welcome") } }
         do {
             try blockingWait { try await scheduler.start() }
         } catch {

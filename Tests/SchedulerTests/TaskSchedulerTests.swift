@@ -347,4 +347,79 @@ func next(
         #expect(count == 1)
         await fixture.scheduler.shutdown(graceMilliseconds: 1000)
     }
+
+    /// Welcome tasks run by id, queued to succeeded in one transaction; every id that is not
+    /// a queued, due welcome task is left exactly as it was.
+    @Test func queuedWelcomesRunByIDAndSkipEverythingElse() async throws {
+        let fixture = try await SchedulerFixture()
+        let store = fixture.store
+        let ann = try await store.createUser(name: "Ann", email: "ann@x.io")
+        func enqueue(_ kind: String, _ payload: String, runAt: Int64 = 0) async throws -> Int64 {
+            try await store.enqueue(NewTask(kind: kind, payload: payload, maxAttempts: 3, runAt: runAt), queueLimit: 100).task.id
+        }
+        let running = try await enqueue("welcome", BuiltInTasks.welcomePayload(userID: ann.id))
+        #expect(try await store.claimDue(now: 1, limit: 1).map(\.id) == [running])
+        let forAnn = try await enqueue("welcome", BuiltInTasks.welcomePayload(userID: ann.id))
+        let forGone = try await enqueue("welcome", BuiltInTasks.welcomePayload(userID: 999))
+        let later = try await enqueue("welcome", BuiltInTasks.welcomePayload(userID: ann.id), runAt: 5000)
+        let sleep = try await enqueue("sleep", #"{"seconds":5}"#)
+        let cancelled = try await enqueue("welcome", BuiltInTasks.welcomePayload(userID: ann.id))
+        _ = try await store.cancel(id: cancelled)
+        let ids = [running, forGone, forAnn, later, sleep, cancelled, 12_345]
+        let label: @Sendable (Bool) -> String = { $0 ? "written" : "gone" }
+
+        let ran = try await store.runQueuedWelcomes(ids: ids, now: 1000, result: label)
+
+        #expect(ran == [forGone, forAnn])
+        let annTask = try #require(try await store.task(id: forAnn))
+        #expect(annTask.state == .succeeded && annTask.result == "written" && annTask.attempts == 1)
+        #expect(annTask.startedAt != nil && annTask.finishedAt != nil)
+        let goneTask = try #require(try await store.task(id: forGone))
+        #expect(goneTask.state == .succeeded && goneTask.result == "gone")
+        #expect(try await fixture.state(running) == .running)
+        #expect(try await fixture.state(later) == .queued)
+        #expect(try await fixture.state(sleep) == .queued)
+        #expect(try await fixture.state(cancelled) == .cancelled)
+        let outbox = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
+        #expect(outbox == 1)
+        let counts = try await store.taskCounts()
+        #expect(counts[.succeeded] == 2 && counts[.queued] == 2 && counts[.running] == 1 && counts[.cancelled] == 1)
+        // Run again: all finished or not due, so nothing runs and nothing changes.
+        #expect(try await store.runQueuedWelcomes(ids: ids, now: 1000, result: label) == [])
+        #expect(try await store.task(id: forAnn) == annTask)
+    }
+
+    /// A welcome task noted at insert runs at once even while every slot is taken: it
+    /// needs no claim and no slot.
+    @Test(.timeLimit(.minutes(1))) func notedWelcomeRunsWhileAllSlotsAreBusy() async throws {
+        let fixture = try await SchedulerFixture(concurrency: 1)
+        let user = try await fixture.store.createUser(name: "Di", email: "di@x.io")
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let gated = try await fixture.enqueue("gated")
+        #expect(await next(&events) { $0 == .started(gated) } != nil)
+        let welcome = try await fixture.enqueue("welcome", ["user_id": .number(Double(user.id), integer: user.id)])
+        #expect(await next(&events) { $0 == .finished(welcome, .succeeded) } != nil)
+        #expect(try await fixture.state(gated) == .running)
+        #expect(await fixture.scheduler.runningCount == 1)
+        let task = try #require(try await fixture.store.task(id: welcome))
+        #expect(task.result == #"{"outbox":"written"}"# && task.attempts == 1)
+        fixture.gate.open()
+        await fixture.scheduler.shutdown(graceMilliseconds: 1000)
+    }
+
+    /// The claim path leaves the tasks it is told to skip queued and takes the next due ones.
+    @Test func claimSkipsTheTasksItIsToldTo() async throws {
+        let fixture = try await SchedulerFixture()
+        var ids: [Int64] = []
+        for runAt: Int64 in [30, 10, 20, 40] {
+            ids.append(try await fixture.store.enqueue(NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: runAt), queueLimit: 10).task.id)
+        }
+        let skipped = ids[1]
+        let claimed = try await fixture.store.claimDue(now: 35, limit: 5, skipping: { $0 == skipped })
+        #expect(claimed.map(\.id) == [ids[2], ids[0]])
+        #expect(claimed.allSatisfy { $0.state == .running && $0.attempts == 1 })
+        #expect(try await fixture.state(skipped) == .queued)
+        #expect(try await fixture.state(ids[3]) == .queued)
+    }
 }
