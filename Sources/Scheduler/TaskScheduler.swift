@@ -51,6 +51,9 @@ public actor TaskScheduler {
     /// Run time of finished attempts by task kind, for metrics.
     nonisolated let durations = Mutex<[String: Histogram]>([:])
     /// Ids of just-inserted tasks of kinds with `runQueued`, by kind (see `noteInserted`).
+    /// Set when the loop should claim: at start, when a slot frees, at a due time, after
+    /// an insert that was not noted. Noted inserts alone never cost a claim transaction.
+    private nonisolated let claimWanted = Atomic<Bool>(true)
     /// The claim path skips these, so a noted task is run once, by `runNoted`.
     private nonisolated let noted = Mutex<(all: Set<Int64>, byKind: [String: [Int64]])>(([], [:]))
     /// At most this many noted ids wait; more are left to the claim path.
@@ -82,9 +85,15 @@ public actor TaskScheduler {
         loop = Task(executorPreference: globalConcurrentExecutor) { await self.runLoop() }
     }
 
-    /// Tells the loop there may be new work (a task was inserted elsewhere, e.g. the
-    /// welcome task in a user insert).
+    /// Tells the loop there may be new work to claim (a task was inserted elsewhere).
     public nonisolated func wakeUp() {
+        claimWanted.store(true, ordering: .relaxed)
+        wake.signal()
+    }
+
+    /// Tells the loop that tasks noted with `noteInserted` have committed. It runs them
+    /// without a claim (a claim transaction per new user would cost more than the task).
+    public nonisolated func wakeForNoted() {
         wake.signal()
     }
 
@@ -92,13 +101,15 @@ public actor TaskScheduler {
     /// run it by id in one transaction with others, without a claim or a slot. A hint,
     /// not a promise: it may come before the insert commits (from inside the user's
     /// transaction), and `runQueued` checks that the task is still queued and due; a
-    /// task never noted, or skipped, is claimed and run as usual. Call `wakeUp` after
-    /// the commit.
-    public nonisolated func noteInserted(taskID: Int64, kind: String) {
-        guard registry.kinds[kind]?.runQueued != nil else { return }
-        noted.withLock { noted in
-            guard noted.all.count < Self.notedLimit, noted.all.insert(taskID).inserted else { return }
+    /// task never noted, or skipped, is claimed and run as usual. Call `wakeForNoted`
+    /// after the commit when this returned true, else `wakeUp`.
+    @discardableResult
+    public nonisolated func noteInserted(taskID: Int64, kind: String) -> Bool {
+        guard registry.kinds[kind]?.runQueued != nil else { return false }
+        return noted.withLock { noted in
+            guard noted.all.count < Self.notedLimit, noted.all.insert(taskID).inserted else { return false }
             noted.byKind[kind, default: []].append(taskID)
+            return true
         }
     }
 
@@ -120,8 +131,7 @@ public actor TaskScheduler {
         )
         let result = try await store.enqueue(task, queueLimit: configuration.queueLimit)
         if result.created {
-            noteInserted(taskID: result.task.id, kind: kind)
-            wake.signal()
+            if noteInserted(taskID: result.task.id, kind: kind) { wakeForNoted() } else { wakeUp() }
         }
         return result
     }
@@ -140,10 +150,16 @@ public actor TaskScheduler {
             guard phase == .running else { break }
             var deadline: Int64?
             if running.count < configuration.concurrency {
-                deadline = storeFailed ? clock.now() + 1000 : ((try? await store.nextRunAt()) ?? nil)
+                // Noted tasks are left out: a wake runs them, and counting them here would
+                // spin this loop while users are being created.
+                let skipping = noted.withLock { $0.all }
+                deadline = storeFailed ? clock.now() + 1000 : ((try? await store.nextRunAt(skipping: skipping)) ?? nil)
             }
             guard phase == .running else { break }
-            if let deadline, deadline <= clock.now(), !storeFailed { continue }
+            if let deadline, deadline <= clock.now(), !storeFailed {
+                claimWanted.store(true, ordering: .relaxed)
+                continue
+            }
             await waitForWake(until: deadline)
         }
     }
@@ -151,9 +167,10 @@ public actor TaskScheduler {
     /// Waits for a signal, or until `deadline` when there is one.
     private func waitForWake(until deadline: Int64?) async {
         let timer = deadline.map { deadline in
-            Task(executorPreference: globalConcurrentExecutor) { [clock, wake] in
+            Task(executorPreference: globalConcurrentExecutor) { [clock, wake, self] in
                 do {
                     try await clock.sleep(until: deadline)
+                    self.claimWanted.store(true, ordering: .relaxed)
                     wake.signal()
                 } catch {}
             }
@@ -162,14 +179,17 @@ public actor TaskScheduler {
         timer?.cancel()
     }
 
+    /// Runs noted tasks, then claims due tasks into free slots when something asked for
+    /// a claim (start, a freed slot, a due time, an insert that was not noted).
     private func fillSlots() async throws {
         await runNoted()
+        guard claimWanted.exchange(false, ordering: .relaxed) else { return }
         while phase == .running, running.count < configuration.concurrency {
-            // Asked on the writer, inside the claim's transaction: a welcome task noted from
+            // Read on the writer, inside the claim's transaction: a welcome task noted from
             // inside its user's (committed) transaction is seen there and left to `runNoted`.
             let claimed = try await store.claimDue(
                 now: clock.now(), limit: configuration.concurrency - running.count,
-                skipping: { [self] id in self.noted.withLock { $0.all.contains(id) } })
+                skipping: { [self] in self.noted.withLock { $0.all } })
             if claimed.isEmpty { return }
             for task in claimed { launch(task) }
         }
@@ -281,6 +301,7 @@ public actor TaskScheduler {
             durations.withLock { $0[task.kind, default: Self.durationHistogram()].observe(seconds) }
         }
         running[task.id] = nil
+        claimWanted.store(true, ordering: .relaxed)
         wake.signal()
     }
 

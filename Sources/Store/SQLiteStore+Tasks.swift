@@ -18,20 +18,21 @@ extension SQLiteStore: TaskStore {
     /// Inserts a task inside an open write transaction (used by `enqueue` and by the
     /// user insert, which enqueues the welcome task in the same transaction).
     public static func insertTask(_ task: NewTask, on connection: Connection) throws -> TaskRecord {
-        let statement = try connection.cached(
+        let now = Timestamp.now()
+        try connection.cached(
             """
             INSERT INTO tasks (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at, idempotency_key)
-            VALUES (?, ?, 'queued', 0, ?, ?, \(SQLNow.text), \(SQLNow.text), ?) RETURNING \(taskColumns)
+            VALUES (?1, ?2, 'queued', 0, ?3, ?4, ?5, ?5, ?6)
             """
-        )
-        try statement.bind([
-            .text(task.kind), .text(task.payload), .integer(Int64(task.maxAttempts)), .integer(task.runAt),
+        ).bind([
+            .text(task.kind), .text(task.payload), .integer(Int64(task.maxAttempts)), .integer(task.runAt), .text(now),
             task.idempotencyKey.map { .text($0) } ?? .null,
-        ])
-        guard try statement.step() else { throw StoreError.unavailable("insert returned no row") }
-        let record = Self.task(from: statement)
-        try statement.run()
-        return record
+        ]).run()
+        return TaskRecord(
+            id: connection.lastInsertRowID, kind: task.kind, payload: task.payload, state: .queued, attempts: 0,
+            maxAttempts: task.maxAttempts, runAt: task.runAt, createdAt: now, startedAt: nil, finishedAt: nil,
+            lastError: nil, result: nil, idempotencyKey: task.idempotencyKey
+        )
     }
 
     public func enqueue(_ task: NewTask, queueLimit: Int) async throws -> (task: TaskRecord, created: Bool) {
@@ -80,15 +81,18 @@ extension SQLiteStore: TaskStore {
         }
     }
 
-    public func claimDue(now: Int64, limit: Int, skipping: (@Sendable (Int64) -> Bool)?) async throws -> [TaskRecord] {
+    public func claimDue(now: Int64, limit: Int, skipping: (@Sendable () -> Set<Int64>)?) async throws -> [TaskRecord] {
         try await mapErrors {
             try await database.write { connection in
-                let due = try connection.cached("SELECT id FROM tasks WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id")
-                try due.bind([.integer(now)])
+                let skipped = skipping?() ?? []
+                // At most `skipped.count` of the rows read are passed over: the scan stays short.
+                let due = try connection.cached(
+                    "SELECT id FROM tasks WHERE state = 'queued' AND run_at <= ? ORDER BY run_at, id LIMIT ?")
+                try due.bind([.integer(now), .integer(Int64(limit + skipped.count))])
                 var ids: [Int64] = []
                 while ids.count < limit, try due.step() {
                     let id = due.integer(0)
-                    if skipping?(id) != true { ids.append(id) }
+                    if !skipped.contains(id) { ids.append(id) }
                 }
                 due.reset()
                 var records: [TaskRecord] = []
@@ -109,10 +113,19 @@ extension SQLiteStore: TaskStore {
         }
     }
 
-    public func nextRunAt() async throws -> Int64? {
+    public func nextRunAt(skipping: Set<Int64>) async throws -> Int64? {
         try await mapErrors {
             try await database.read { connection in
-                try connection.cached("SELECT min(run_at) FROM tasks WHERE state = 'queued'").firstInteger()
+                guard !skipping.isEmpty else {
+                    return try connection.cached("SELECT min(run_at) FROM tasks WHERE state = 'queued'").firstInteger()
+                }
+                let queued = try connection.cached("SELECT id, run_at FROM tasks WHERE state = 'queued' ORDER BY run_at, id LIMIT ?")
+                try queued.bind([.integer(Int64(skipping.count + 1))])
+                defer { queued.reset() }
+                while try queued.step() {
+                    if !skipping.contains(queued.integer(0)) { return queued.integer(1) }
+                }
+                return nil
             }
         }
     }
@@ -210,7 +223,7 @@ extension SQLiteStore: TaskStore {
     ) async throws -> String {
         try await mapErrors {
             try await database.write { connection in
-                let written = try Self.writeWelcome(userID: userID, on: connection)
+                let written = try Self.writeWelcome(userID: userID, now: Timestamp.now(), on: connection)
                 let text = result(written)
                 try connection.cached(
                     "UPDATE tasks SET state = 'succeeded', result = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'"
@@ -237,14 +250,15 @@ extension SQLiteStore: TaskStore {
                     let userID: Int64? = try due.step() ? due.integer(0) : nil
                     due.reset()
                     guard let userID else { continue }
-                    let text = result(try Self.writeWelcome(userID: userID, on: connection))
+                    let now = Timestamp.now()
+                    let text = result(try Self.writeWelcome(userID: userID, now: now, on: connection))
                     try connection.cached(
                         """
-                        UPDATE tasks SET state = 'succeeded', attempts = attempts + 1, result = ?, started_at = \(SQLNow.text),
-                            finished_at = \(SQLNow.text), updated_at = \(SQLNow.text)
-                        WHERE id = ?
+                        UPDATE tasks SET state = 'succeeded', attempts = attempts + 1, result = ?1, started_at = ?2,
+                            finished_at = ?2, updated_at = ?2
+                        WHERE id = ?3
                         """
-                    ).bind([.text(text), .integer(id)]).run()
+                    ).bind([.text(text), .text(now), .integer(id)]).run()
                     ran.append(id)
                 }
                 return ran
@@ -255,31 +269,17 @@ extension SQLiteStore: TaskStore {
     /// Writes the welcome message for `userID` into the outbox inside an open write
     /// transaction; false when the user no longer exists. A user never gets a second
     /// row (UNIQUE(user_id) + DO NOTHING).
-    static func writeWelcome(userID: Int64, on connection: Connection) throws -> Bool {
+    static func writeWelcome(userID: Int64, now: String, on connection: Connection) throws -> Bool {
         let user = try connection.cached("SELECT name, email FROM users WHERE id = ?")
         try user.bind([.integer(userID)])
         defer { try? user.run() }
         guard try user.step() else { return false }
         try connection.cached(
-            "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, \(SQLNow.text)) ON CONFLICT (user_id) DO NOTHING"
+            "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING"
         ).bind([
             .integer(userID), .text(user.text(1)), .text("Welcome to usersd"),
-            .text("Hello \(user.text(0)), your account is ready."),
+            .text("Hello \(user.text(0)), your account is ready."), .text(now),
         ]).run()
         return true
     }
-}
-
-/// Milliseconds since the Unix epoch as ISO 8601 UTC (for `run_at`).
-public func isoTimestamp(milliseconds: Int64) -> String {
-    let date = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
-    var components = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: date)
-    components.nanosecond = nil
-    func pad(_ value: Int?, _ width: Int) -> String {
-        let text = String(value ?? 0)
-        return String(repeating: "0", count: max(0, width - text.count)) + text
-    }
-    let millis = Int(((milliseconds % 1000) + 1000) % 1000)
-    return "\(pad(components.year, 4))-\(pad(components.month, 2))-\(pad(components.day, 2))T"
-        + "\(pad(components.hour, 2)):\(pad(components.minute, 2)):\(pad(components.second, 2)).\(pad(millis, 3))Z"
 }

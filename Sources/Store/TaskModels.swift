@@ -90,11 +90,11 @@ public protocol TaskStore: Sendable {
     func task(id: Int64) async throws -> TaskRecord?
     func tasks(state: TaskState?, afterID: Int64, limit: Int) async throws -> [TaskRecord]
     /// Moves up to `limit` due queued tasks (run_at ≤ now), oldest due first, to running,
-    /// counting an attempt. Tasks for which `skipping` says true (asked inside the write
+    /// counting an attempt. The ids `skipping` returns (asked once, inside the write
     /// transaction) are left queued.
-    func claimDue(now: Int64, limit: Int, skipping: (@Sendable (Int64) -> Bool)?) async throws -> [TaskRecord]
-    /// The earliest run_at among queued tasks.
-    func nextRunAt() async throws -> Int64?
+    func claimDue(now: Int64, limit: Int, skipping: (@Sendable () -> Set<Int64>)?) async throws -> [TaskRecord]
+    /// The earliest run_at among queued tasks other than `skipping`.
+    func nextRunAt(skipping: Set<Int64>) async throws -> Int64?
     func markSucceeded(id: Int64, result: String) async throws -> Bool
     /// Back to queued for another attempt at `runAt`, keeping the error.
     func markRetry(id: Int64, runAt: Int64, error: String) async throws -> Bool
@@ -130,5 +130,10 @@ extension TaskStore {
     /// Claims up to `limit` due queued tasks, skipping none.
     public func claimDue(now: Int64, limit: Int) async throws -> [TaskRecord] {
         try await claimDue(now: now, limit: limit, skipping: nil)
+    }
+
+    /// The earliest run_at among all queued tasks.
+    public func nextRunAt() async throws -> Int64? {
+        try await nextRunAt(skipping: [])
     }
 }

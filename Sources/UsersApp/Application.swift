@@ -20,7 +20,7 @@ public struct Application: Sendable {
     public func makeRouter(mountPrefix: String = "") -> Router {
         var router = Router(mountPrefix: mountPrefix)
         let scheduler = self.scheduler
-        UserRoutes(store: store, userCreated: { scheduler?.wakeUp() }).register(on: &router)
+        UserRoutes(store: store, userCreated: { scheduler?.wakeForNoted() }).register(on: &router)
         if let scheduler { TaskRoutes(scheduler: scheduler).register(on: &router) }
         let store = self.store
         router.get("/healthz") { _, _ in

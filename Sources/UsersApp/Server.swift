@@ -49,14 +49,16 @@ struct Server {
         // (transactional outbox): both commit, or neither.
         // Its id is noted for the scheduler, which runs welcome tasks by id, many per
         // transaction, once the route has woken it after the commit.
-        let noteWelcome = Mutex<(@Sendable (Int64) -> Void)?>(nil)
+        // (An actor reference, not a closure: a closure read out of a `Mutex` with
+        // `withLock { $0 }` came back wrapped in one more reabstraction thunk per call.)
+        let welcomeScheduler = Mutex<TaskScheduler?>(nil)
         let store = SQLiteStore(database: database) { connection, user in
             let task = try SQLiteStore.insertTask(
                 NewTask(kind: "welcome", payload: BuiltInTasks.welcomePayload(userID: user.id),
                         maxAttempts: maxAttempts, runAt: SystemClock().now()),
                 on: connection
             )
-            noteWelcome.withLock { $0 }?(task.id)
+            welcomeScheduler.withLock { $0 }?.noteInserted(taskID: task.id, kind: "welcome")
         }
         var schedulerConfiguration = TaskScheduler.Configuration()
         schedulerConfiguration.concurrency = configuration.taskConcurrency
@@ -67,7 +69,7 @@ struct Server {
             registry: TaskRegistry([BuiltInTasks.sleep, BuiltInTasks.welcome(store: store)]),
             configuration: schedulerConfiguration
         )
-        noteWelcome.withLock { $0 = { [scheduler] id in scheduler.noteInserted(taskID: id, kind: "welcome") } }
+        welcomeScheduler.withLock { $0 = scheduler }
         do {
             try blockingWait { try await scheduler.start() }
         } catch {

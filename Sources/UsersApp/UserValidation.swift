@@ -46,6 +46,18 @@ enum UserValidation {
     /// Unicode scalars after trimming white space at both ends (Foundation's
     /// `CharacterSet` showed up in the profile of every POST; this does not).
     static func trimmedLength(_ text: String) -> Int {
+        if let ascii = asciiBytes(text) {
+            // ASCII white space is exactly 0x09–0x0D and the space.
+            let isSpace = { (byte: UInt8) in byte == 0x20 || (0x09...0x0D).contains(byte) }
+            guard let first = ascii.firstIndex(where: { !isSpace($0) }), let last = ascii.lastIndex(where: { !isSpace($0) })
+            else { return 0 }
+            return last - first + 1
+        }
+        return trimmedScalarCount(text)
+    }
+
+    /// `trimmedLength` for any text, by Unicode properties.
+    static func trimmedScalarCount(_ text: String) -> Int {
         let scalars = Array(text.unicodeScalars)
         guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
             let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
@@ -73,6 +85,12 @@ enum UserValidation {
     /// One `@`, a non-empty local part, a domain of non-empty dot-separated labels
     /// (at least two), and no whitespace or control characters anywhere.
     static func isPlausibleEmail(_ email: String) -> Bool {
+        if let ascii = asciiBytes(email) { return isPlausibleASCIIEmail(ascii) }
+        return isPlausibleUnicodeEmail(email)
+    }
+
+    /// `isPlausibleEmail` for any text, by scalars and characters.
+    static func isPlausibleUnicodeEmail(_ email: String) -> Bool {
         let scalars = email.unicodeScalars
         guard !scalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F })
         else { return false }
@@ -80,6 +98,28 @@ enum UserValidation {
         guard parts.count == 2, !parts[0].isEmpty else { return false }
         let labels = parts[1].split(separator: ".", omittingEmptySubsequences: false)
         return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty }
+    }
+
+    /// The same rule over ASCII bytes, where bytes, scalars and characters coincide
+    /// (CR LF, the one two-scalar ASCII character, is rejected as control characters).
+    static func isPlausibleASCIIEmail(_ bytes: [UInt8]) -> Bool {
+        var at: Int?
+        for (index, byte) in bytes.enumerated() {
+            if byte <= 0x20 || byte == 0x7F { return false }  // controls and the space (tabs, CR, LF are controls)
+            if byte == UInt8(ascii: "@") {
+                if at != nil { return false }
+                at = index
+            }
+        }
+        guard let at, at > 0 else { return false }
+        let labels = bytes[(at + 1)...].split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty }
+    }
+
+    /// The UTF-8 bytes of `text` when all are ASCII, else `nil`.
+    static func asciiBytes(_ text: String) -> [UInt8]? {
+        let bytes = Array(text.utf8)
+        return bytes.allSatisfy({ $0 < 0x80 }) ? bytes : nil
     }
 
     /// A user id from a path: positive decimal digits that fit Int64, else `nil`.

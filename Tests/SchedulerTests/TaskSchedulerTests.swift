@@ -409,17 +409,24 @@ func next(
     }
 
     /// The claim path leaves the tasks it is told to skip queued and takes the next due ones.
-    @Test func claimSkipsTheTasksItIsToldTo() async throws {
+    @Test func claimAndNextDueTimeSkipTheTasksTheyAreToldTo() async throws {
         let fixture = try await SchedulerFixture()
         var ids: [Int64] = []
         for runAt: Int64 in [30, 10, 20, 40] {
             ids.append(try await fixture.store.enqueue(NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: runAt), queueLimit: 10).task.id)
         }
         let skipped = ids[1]
-        let claimed = try await fixture.store.claimDue(now: 35, limit: 5, skipping: { $0 == skipped })
+        #expect(try await fixture.store.nextRunAt(skipping: [skipped]) == 20)
+        let claimed = try await fixture.store.claimDue(now: 35, limit: 5, skipping: { [skipped] })
         #expect(claimed.map(\.id) == [ids[2], ids[0]])
         #expect(claimed.allSatisfy { $0.state == .running && $0.attempts == 1 })
         #expect(try await fixture.state(skipped) == .queued)
         #expect(try await fixture.state(ids[3]) == .queued)
+        // The next due time leaves the skipped task out; with it, it counts.
+        #expect(try await fixture.store.nextRunAt(skipping: [skipped]) == 40)
+        #expect(try await fixture.store.nextRunAt() == 10)
+        // A limit of one with the first due task skipped still claims the next one.
+        let next = try await fixture.store.claimDue(now: 45, limit: 1, skipping: { [skipped] })
+        #expect(next.map(\.id) == [ids[3]])
     }
 }
