@@ -152,6 +152,44 @@ def test_a_new_user_gets_exactly_one_welcome_row_in_the_outbox(api):
     assert rows == [(user["email"],)]
 
 
+def test_welcome_tasks_of_concurrent_creates_all_run_once_while_every_slot_is_busy(make_stack):
+    """Welcome tasks run by id without a slot: with the only slot held by a long sleep,
+    300 users created from 16 threads each get one succeeded welcome task and one
+    outbox row, and no welcome task is left queued or running."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = make_stack(args=["--task-concurrency", "1"]).start()
+    blocker = post_task(stack, {"kind": "sleep", "seconds": 600}).json()["task"]
+    wait_for_state(stack, blocker["id"], {"running"})
+
+    def create(i):
+        response = requests.post(stack.url("/add-user"), json={"name": f"W {i}", "email": unique_email(f"w{i}")},
+                                 headers=JSON, timeout=30)
+        assert response.status_code == 201, response.text
+        return response.json()["user"]["id"]
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = set(pool.map(create, range(300)))
+    assert len(ids) == 300
+    deadline = time.monotonic() + 30
+    while True:
+        with sqlite3.connect(stack.service.db) as db:
+            pending = db.execute(
+                "SELECT count(*) FROM tasks WHERE kind = 'welcome' AND state IN ('queued', 'running')").fetchone()[0]
+        if pending == 0:
+            break
+        assert time.monotonic() < deadline, f"{pending} welcome tasks still pending"
+        time.sleep(0.05)
+    with sqlite3.connect(stack.service.db) as db:
+        welcomes = db.execute("SELECT json_extract(payload, '$.user_id'), state, attempts FROM tasks "
+                              "WHERE kind = 'welcome'").fetchall()
+        outbox = [row[0] for row in db.execute("SELECT user_id FROM outbox")]
+    assert sorted(w[0] for w in welcomes) == sorted(ids)
+    assert {(w[1], w[2]) for w in welcomes} == {("succeeded", 1)}
+    assert sorted(outbox) == sorted(ids)
+    assert task(stack, blocker["id"])["state"] == "running"
+
+
 def test_queue_bound_answers_503_with_retry_after(make_stack):
     stack = make_stack(args=["--task-queue-limit", "2"]).start()
     for _ in range(2):
