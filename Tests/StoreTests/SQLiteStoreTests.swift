@@ -40,6 +40,13 @@ final class TemporaryDatabase {
         #expect(mode == "wal")
     }
 
+    /// Group commit puts every job in a savepoint; its sub-journal must stay in memory,
+    /// not spill to a temporary file per transaction (2 = MEMORY).
+    @Test func theWriterKeepsSavepointJournalsInMemory() async throws {
+        let tempStore = try await temporary.database.write { try $0.prepare("PRAGMA temp_store").firstInteger() }
+        #expect(tempStore == 2)
+    }
+
     @Test func createsAndReadsUsersByteForByte() async throws {
         let name = "  O'Brien \"quoted\" '); DROP TABLE users;-- 😀 שלום  "
         let created = try await store.createUser(name: name, email: "Ob@Example.com")
