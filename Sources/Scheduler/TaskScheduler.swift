@@ -6,7 +6,9 @@ import Synchronization
 /// The background-task scheduler: an actor that claims due tasks from the store in
 /// order, runs each as its own `Task` on the cooperative pool (at most `concurrency`
 /// at once), retries failures with back-off, cancels on request, and on shutdown
-/// gives running tasks a grace period before re-queuing them.
+/// gives running tasks a grace period before re-queuing them. Tasks of kinds whose
+/// whole work is a database write (`TaskKind.runQueued`, the welcome task) are noted
+/// at insert and run by id in batches instead, without a claim or a slot.
 ///
 /// Every transition is persisted before it is reported (the `events` callback, the
 /// HTTP answer). It sleeps until woken — by an enqueue, a finished task, or the next
@@ -50,11 +52,11 @@ public actor TaskScheduler {
     private var startedAt: [Int64: Int64] = [:]
     /// Run time of finished attempts by task kind, for metrics.
     nonisolated let durations = Mutex<[String: Histogram]>([:])
-    /// Ids of just-inserted tasks of kinds with `runQueued`, by kind (see `noteInserted`).
     /// Set when the loop should claim: at start, when a slot frees, at a due time, after
     /// an insert that was not noted. Noted inserts alone never cost a claim transaction.
     private nonisolated let claimWanted = Atomic<Bool>(true)
-    /// The claim path skips these, so a noted task is run once, by `runNoted`.
+    /// Ids of just-inserted tasks of kinds with `runQueued`, all and by kind (see
+    /// `noteInserted`). The claim path skips them, so a noted task runs once, by `runNoted`.
     private nonisolated let noted = Mutex<(all: Set<Int64>, byKind: [String: [Int64]])>(([], [:]))
     /// At most this many noted ids wait; more are left to the claim path.
     static let notedLimit = 10_000
@@ -211,12 +213,13 @@ public actor TaskScheduler {
                 let began = clock.now()
                 do {
                     let ran = try await runQueued(chunk, began)
-                    let seconds = Double(clock.now() - began) / 1000
                     for id in ran {
                         emit(.started(id))
                         emit(.finished(id, .succeeded))
                     }
                     if !ran.isEmpty {
+                        // Each task is counted with its share of the batch's time.
+                        let seconds = Double(clock.now() - began) / 1000 / Double(ran.count)
                         durations.withLock { histograms in
                             for _ in ran { histograms[kind, default: Self.durationHistogram()].observe(seconds) }
                         }

@@ -243,22 +243,27 @@ extension SQLiteStore: TaskStore {
             try await database.write { connection in
                 var ran: [Int64] = []
                 for id in ids {
+                    // A payload without a whole user_id is left to the claim path, which fails it.
                     let due = try connection.cached(
-                        "SELECT json_extract(payload, '$.user_id') FROM tasks WHERE id = ? AND kind = 'welcome' AND state = 'queued' AND run_at <= ?"
+                        """
+                        SELECT json_extract(payload, '$.user_id') FROM tasks
+                        WHERE id = ? AND kind = 'welcome' AND state = 'queued' AND run_at <= ?
+                            AND json_type(payload, '$.user_id') = 'integer'
+                        """
                     )
                     try due.bind([.integer(id), .integer(now)])
                     let userID: Int64? = try due.step() ? due.integer(0) : nil
                     due.reset()
                     guard let userID else { continue }
-                    let now = Timestamp.now()
-                    let text = result(try Self.writeWelcome(userID: userID, now: now, on: connection))
+                    let stamp = Timestamp.now()
+                    let text = result(try Self.writeWelcome(userID: userID, now: stamp, on: connection))
                     try connection.cached(
                         """
                         UPDATE tasks SET state = 'succeeded', attempts = attempts + 1, result = ?1, started_at = ?2,
                             finished_at = ?2, updated_at = ?2
                         WHERE id = ?3
                         """
-                    ).bind([.text(text), .text(now), .integer(id)]).run()
+                    ).bind([.text(text), .text(stamp), .integer(id)]).run()
                     ran.append(id)
                 }
                 return ran

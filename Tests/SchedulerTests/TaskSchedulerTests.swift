@@ -365,7 +365,8 @@ func next(
         let sleep = try await enqueue("sleep", #"{"seconds":5}"#)
         let cancelled = try await enqueue("welcome", BuiltInTasks.welcomePayload(userID: ann.id))
         _ = try await store.cancel(id: cancelled)
-        let ids = [running, forGone, forAnn, later, sleep, cancelled, 12_345]
+        let malformed = try await enqueue("welcome", #"{"user_id":"ann"}"#)
+        let ids = [running, forGone, forAnn, later, sleep, cancelled, malformed, 12_345]
         let label: @Sendable (Bool) -> String = { $0 ? "written" : "gone" }
 
         let ran = try await store.runQueuedWelcomes(ids: ids, now: 1000, result: label)
@@ -380,10 +381,11 @@ func next(
         #expect(try await fixture.state(later) == .queued)
         #expect(try await fixture.state(sleep) == .queued)
         #expect(try await fixture.state(cancelled) == .cancelled)
+        #expect(try await fixture.state(malformed) == .queued)  // left to the claim path, which fails it
         let outbox = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(outbox == 1)
         let counts = try await store.taskCounts()
-        #expect(counts[.succeeded] == 2 && counts[.queued] == 2 && counts[.running] == 1 && counts[.cancelled] == 1)
+        #expect(counts[.succeeded] == 2 && counts[.queued] == 3 && counts[.running] == 1 && counts[.cancelled] == 1)
         // Run again: all finished or not due, so nothing runs and nothing changes.
         #expect(try await store.runQueuedWelcomes(ids: ids, now: 1000, result: label) == [])
         #expect(try await store.task(id: forAnn) == annTask)
