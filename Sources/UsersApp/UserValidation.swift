@@ -46,12 +46,13 @@ enum UserValidation {
     /// Unicode scalars after trimming white space at both ends (Foundation's
     /// `CharacterSet` showed up in the profile of every POST; this does not).
     static func trimmedLength(_ text: String) -> Int {
-        if let ascii = asciiBytes(text) {
+        if isASCII(text) {
             // ASCII white space is exactly 0x09–0x0D and the space.
+            let bytes = text.utf8
             let isSpace = { (byte: UInt8) in byte == 0x20 || (0x09...0x0D).contains(byte) }
-            guard let first = ascii.firstIndex(where: { !isSpace($0) }), let last = ascii.lastIndex(where: { !isSpace($0) })
+            guard let first = bytes.firstIndex(where: { !isSpace($0) }), let last = bytes.lastIndex(where: { !isSpace($0) })
             else { return 0 }
-            return last - first + 1
+            return bytes.distance(from: first, to: last) + 1
         }
         return trimmedScalarCount(text)
     }
@@ -85,7 +86,7 @@ enum UserValidation {
     /// One `@`, a non-empty local part, a domain of non-empty dot-separated labels
     /// (at least two), and no whitespace or control characters anywhere.
     static func isPlausibleEmail(_ email: String) -> Bool {
-        if let ascii = asciiBytes(email) { return isPlausibleASCIIEmail(ascii) }
+        if isASCII(email) { return isPlausibleASCIIEmail(email.utf8) }
         return isPlausibleUnicodeEmail(email)
     }
 
@@ -102,24 +103,24 @@ enum UserValidation {
 
     /// The same rule over ASCII bytes, where bytes, scalars and characters coincide
     /// (CR LF, the one two-scalar ASCII character, is rejected as control characters).
-    static func isPlausibleASCIIEmail(_ bytes: [UInt8]) -> Bool {
-        var at: Int?
-        for (index, byte) in bytes.enumerated() {
+    static func isPlausibleASCIIEmail(_ bytes: String.UTF8View) -> Bool {
+        var at: String.Index?
+        for index in bytes.indices {
+            let byte = bytes[index]
             if byte <= 0x20 || byte == 0x7F { return false }  // controls and the space (tabs, CR, LF are controls)
             if byte == UInt8(ascii: "@") {
                 if at != nil { return false }
                 at = index
             }
         }
-        guard let at, at > 0 else { return false }
-        let labels = bytes[(at + 1)...].split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard let at, at > bytes.startIndex else { return false }
+        let labels = bytes[bytes.index(after: at)...].split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty }
     }
 
-    /// The UTF-8 bytes of `text` when all are ASCII, else `nil`.
-    static func asciiBytes(_ text: String) -> [UInt8]? {
-        let bytes = Array(text.utf8)
-        return bytes.allSatisfy({ $0 < 0x80 }) ? bytes : nil
+    /// Whether every byte of `text` is ASCII (read in place, nothing copied).
+    static func isASCII(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 < 0x80 }
     }
 
     /// A user id from a path: positive decimal digits that fit Int64, else `nil`.
