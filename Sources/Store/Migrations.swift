@@ -98,8 +98,8 @@ public enum Migrations {
             var done: [Int] = []
             for migration in all where !applied.contains(migration.version) {
                 try connection.execute(migration.sql)
-                try connection.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, \(SQLNow.text))")
-                    .bind([.integer(Int64(migration.version)), .text(migration.name)]).run()
+                try connection.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+                    .bind([.integer(Int64(migration.version)), .text(migration.name), .text(Timestamp.now())]).run()
                 done.append(migration.version)
             }
             return done
@@ -124,9 +124,4 @@ public enum Migrations {
         let applied = try await database.read { try appliedVersions($0) }
         return all.filter { !applied.contains($0.version) }
     }
-}
-
-/// SQL for "now" as an ISO 8601 UTC timestamp with milliseconds.
-enum SQLNow {
-    static let text = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 }

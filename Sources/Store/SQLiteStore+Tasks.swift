@@ -99,12 +99,11 @@ extension SQLiteStore: TaskStore {
                 for id in ids {
                     let claim = try connection.cached(
                         """
-                        UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = \(SQLNow.text),
-                            updated_at = \(SQLNow.text)
-                        WHERE id = ? RETURNING \(Self.taskColumns)
+                        UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?1, updated_at = ?1
+                        WHERE id = ?2 RETURNING \(Self.taskColumns)
                         """
                     )
-                    try claim.bind([.integer(id)])
+                    try claim.bind([.text(Timestamp.now()), .integer(id)])
                     if try claim.step() { records.append(Self.task(from: claim)) }
                     try claim.run()
                 }
@@ -130,10 +129,12 @@ extension SQLiteStore: TaskStore {
         }
     }
 
+    /// Runs one state change whose SQL takes the time of the change as `?1` and
+    /// `values` as `?2`…; true when a row changed.
     private func transition(_ sql: String, _ values: [Statement.Value]) async throws -> Bool {
         try await mapErrors {
             try await database.write { connection in
-                try connection.cached(sql).bind(values).run()
+                try connection.cached(sql).bind([.text(Timestamp.now())] + values).run()
                 return connection.changes > 0
             }
         }
@@ -141,31 +142,31 @@ extension SQLiteStore: TaskStore {
 
     public func markSucceeded(id: Int64, result: String) async throws -> Bool {
         try await transition(
-            "UPDATE tasks SET state = 'succeeded', result = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            "UPDATE tasks SET state = 'succeeded', result = ?2, finished_at = ?1, updated_at = ?1 WHERE id = ?3 AND state = 'running'",
             [.text(result), .integer(id)])
     }
 
     public func markRetry(id: Int64, runAt: Int64, error: String) async throws -> Bool {
         try await transition(
-            "UPDATE tasks SET state = 'queued', run_at = ?, last_error = ?, updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            "UPDATE tasks SET state = 'queued', run_at = ?2, last_error = ?3, updated_at = ?1 WHERE id = ?4 AND state = 'running'",
             [.integer(runAt), .text(error), .integer(id)])
     }
 
     public func markFailed(id: Int64, error: String) async throws -> Bool {
         try await transition(
-            "UPDATE tasks SET state = 'failed', last_error = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            "UPDATE tasks SET state = 'failed', last_error = ?2, finished_at = ?1, updated_at = ?1 WHERE id = ?3 AND state = 'running'",
             [.text(error), .integer(id)])
     }
 
     public func markCancelled(id: Int64) async throws -> Bool {
         try await transition(
-            "UPDATE tasks SET state = 'cancelled', finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            "UPDATE tasks SET state = 'cancelled', finished_at = ?1, updated_at = ?1 WHERE id = ?2 AND state = 'running'",
             [.integer(id)])
     }
 
     public func requeue(id: Int64, now: Int64) async throws -> Bool {
         try await transition(
-            "UPDATE tasks SET state = 'queued', run_at = ?, attempts = max(attempts - 1, 0), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'",
+            "UPDATE tasks SET state = 'queued', run_at = ?2, attempts = max(attempts - 1, 0), updated_at = ?1 WHERE id = ?3 AND state = 'running'",
             [.integer(now), .integer(id)])
     }
 
@@ -173,9 +174,9 @@ extension SQLiteStore: TaskStore {
         try await mapErrors {
             try await database.write { connection in
                 let update = try connection.cached(
-                    "UPDATE tasks SET state = 'cancelled', finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'queued' RETURNING \(Self.taskColumns)"
+                    "UPDATE tasks SET state = 'cancelled', finished_at = ?1, updated_at = ?1 WHERE id = ?2 AND state = 'queued' RETURNING \(Self.taskColumns)"
                 )
-                try update.bind([.integer(id)])
+                try update.bind([.text(Timestamp.now()), .integer(id)])
                 if try update.step() {
                     let record = Self.task(from: update)
                     try update.run()
@@ -195,12 +196,13 @@ extension SQLiteStore: TaskStore {
         try await mapErrors {
             try await database.write { connection in
                 var ids: [Int64] = []
+                let stamp = Timestamp.now()
                 try connection.prepare(
-                    "UPDATE tasks SET state = 'failed', last_error = 'interrupted by a restart with no attempts left', finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE state = 'running' AND attempts >= max_attempts RETURNING id"
-                ).forEachRow { ids.append($0.integer(0)) }
+                    "UPDATE tasks SET state = 'failed', last_error = 'interrupted by a restart with no attempts left', finished_at = ?1, updated_at = ?1 WHERE state = 'running' AND attempts >= max_attempts RETURNING id"
+                ).bind([.text(stamp)]).forEachRow { ids.append($0.integer(0)) }
                 try connection.prepare(
-                    "UPDATE tasks SET state = 'queued', run_at = ?, last_error = 'interrupted by a restart', updated_at = \(SQLNow.text) WHERE state = 'running' RETURNING id"
-                ).bind([.integer(now)]).forEachRow { ids.append($0.integer(0)) }
+                    "UPDATE tasks SET state = 'queued', run_at = ?2, last_error = 'interrupted by a restart', updated_at = ?1 WHERE state = 'running' RETURNING id"
+                ).bind([.text(stamp), .integer(now)]).forEachRow { ids.append($0.integer(0)) }
                 return ids
             }
         }
@@ -223,11 +225,11 @@ extension SQLiteStore: TaskStore {
     ) async throws -> String {
         try await mapErrors {
             try await database.write { connection in
-                let written = try Self.writeWelcome(userID: userID, now: Timestamp.now(), on: connection)
-                let text = result(written)
+                let stamp = Timestamp.now()
+                let text = result(try Self.writeWelcome(userID: userID, now: stamp, on: connection))
                 try connection.cached(
-                    "UPDATE tasks SET state = 'succeeded', result = ?, finished_at = \(SQLNow.text), updated_at = \(SQLNow.text) WHERE id = ? AND state = 'running'"
-                ).bind([.text(text), .integer(taskID)]).run()
+                    "UPDATE tasks SET state = 'succeeded', result = ?2, finished_at = ?1, updated_at = ?1 WHERE id = ?3 AND state = 'running'"
+                ).bind([.text(stamp), .text(text), .integer(taskID)]).run()
                 // Not running any more: throwing rolls this job back, outbox included.
                 guard connection.changes > 0 else { throw TaskStoreError.notRunning }
                 return text

@@ -126,12 +126,13 @@ public final class SQLiteStore: UserStore {
             try await database.write { connection in
                 let statement = try connection.cached(
                     """
-                    UPDATE users SET name = coalesce(?, name), email = coalesce(?, email),
-                        email_key = coalesce(?, email_key), updated_at = \(SQLNow.text)
-                    WHERE id = ? RETURNING \(Self.userColumns)
+                    UPDATE users SET name = coalesce(?2, name), email = coalesce(?3, email),
+                        email_key = coalesce(?4, email_key), updated_at = ?1
+                    WHERE id = ?5 RETURNING \(Self.userColumns)
                     """
                 )
                 try statement.bind([
+                    .text(Timestamp.now()),
                     name.map { .text($0) } ?? .null,
                     email.map { .text($0) } ?? .null,
                     email.map { .text(Self.emailKey($0)) } ?? .null,

@@ -2,8 +2,8 @@ import Foundation
 
 /// Timestamps as the text usersd stores: ISO 8601 UTC with milliseconds,
 /// `2026-11-27T10:00:00.123Z` — the same text as SQLite's
-/// `strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`, made in Swift so hot statements can bind
-/// it (and know it without `RETURNING`) instead of formatting it in SQL per column.
+/// `strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`. Every statement binds it instead of
+/// formatting it in SQL per column, and an insert knows its row without `RETURNING`.
 public enum Timestamp {
     /// Milliseconds since the Unix epoch, now.
     public static func nowMilliseconds() -> Int64 {
