@@ -45,14 +45,28 @@ struct ConnectionWorker {
             state.markBusy()
             guard accepted >= 0 else { return }  // nginx closed the connection (or drain woke it)
             handle(&request, executor: executor)
-            // While draining, close the connection right after this response, so
-            // nginx never sends another request on it.
-            if state.isDraining { request.keepConnection = 0 }
+            // While draining, this response is the connection's last.
+            if state.isDraining { endAsLast(&request) }
             FCGX_Finish_r(&request)
             if request.ipcFd < 0 { return }  // closed: not kept, or draining
         }
     }
 
+    /// Ends the current response so that nginx closes the connection instead of
+    /// sending another request on it (see `Records.closingEnd`), and has
+    /// `FCGX_Finish_r` close it without writing anything more.
+    private func endAsLast(_ request: inout FCGX_Request) {
+        defer { request.keepConnection = 0 }
+        // Without FCGI_KEEP_CONN the web server closes the connection after this
+        // response anyway.
+        guard request.keepConnection != 0, let out = request.out else { return }
+        guard FCGX_FFlush(out) == 0 else { return }  // the peer is gone; libfcgi closes
+        let end = Records.closingEnd(requestID: UInt16(truncatingIfNeeded: request.requestId), appStatus: request.appStatus)
+        Records.send(end, to: request.ipcFd)
+        // The end records are out: libfcgi's own (written when it closes the stream)
+        // must not follow them.
+        out.pointee.wasFCloseCalled = 1
+    }
 
     private func handle(_ request: inout FCGX_Request, executor: WorkerExecutor) {
         let streams = FCGXStreams(request)

@@ -80,6 +80,13 @@ public final class FastCGIServer: Sendable {
 
     var listenFd: Int32 { listener.fd }
 
+    /// Stops accepting connections; from here on each response is the last on its
+    /// connection. `drain(grace:)` does this too; calling it first lets the caller
+    /// announce the drain once it has begun.
+    public func beginDraining() {
+        pool.beginDraining()
+    }
+
     /// Stops accepting, lets in-flight requests finish within `grace`, closes idle
     /// kept-alive connections, and waits for every worker thread to end. Returns
     /// `false` when requests were still running at the deadline.

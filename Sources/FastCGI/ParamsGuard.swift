@@ -147,22 +147,9 @@ enum ParamsGuard {
     static func answerTooLarge(fd: Int32, requestID: UInt16) {
         let body = #"{"error":"request headers too large (over 64 KiB of FastCGI params)"}"#
         let head = "Status: 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
-        var bytes: [UInt8] = []
-        bytes += record(type: 6, requestID: requestID, content: Array((head + body).utf8))
-        bytes += record(type: 6, requestID: requestID, content: [])
-        bytes += record(type: 3, requestID: requestID, content: [0, 0, 0, 0, 0, 0, 0, 0])  // END_REQUEST, complete
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { return }
-            offset += written
-        }
-    }
-
-    private static func record(type: UInt8, requestID: UInt16, content: [UInt8]) -> [UInt8] {
-        let length = UInt16(content.count)
-        return [1, type, UInt8(requestID >> 8), UInt8(requestID & 0xFF), UInt8(length >> 8), UInt8(length & 0xFF), 0, 0] + content
+        let bytes = Records.record(.stdout, requestID: requestID, content: Array((head + body).utf8))
+            + Records.closingEnd(requestID: requestID, appStatus: 0)
+        Records.send(bytes, to: fd)
     }
 
     static func monotonicSeconds() -> Double {

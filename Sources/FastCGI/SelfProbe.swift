@@ -34,14 +34,14 @@ enum SelfProbe {
     /// BEGIN_REQUEST (responder, no keep-alive), PARAMS, empty PARAMS, empty STDIN.
     static func encode(params: [(String, String)]) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes += record(type: 1, content: [0, 1, 0, 0, 0, 0, 0, 0])
+        bytes += Records.record(.beginRequest, requestID: 1, content: [0, 1, 0, 0, 0, 0, 0, 0])
         var body: [UInt8] = []
         for (name, value) in params {
             body += length(name.utf8.count) + length(value.utf8.count) + Array(name.utf8) + Array(value.utf8)
         }
-        bytes += record(type: 4, content: body)
-        bytes += record(type: 4, content: [])
-        bytes += record(type: 5, content: [])
+        bytes += Records.record(.params, requestID: 1, content: body)
+        bytes += Records.record(.params, requestID: 1)
+        bytes += Records.record(.stdin, requestID: 1)
         return bytes
     }
 
@@ -49,10 +49,6 @@ enum SelfProbe {
         count < 128
             ? [UInt8(count)]
             : [UInt8((count >> 24) & 0x7F) | 0x80, UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
-    }
-
-    static func record(type: UInt8, content: [UInt8]) -> [UInt8] {
-        [1, type, 0, 1, UInt8(content.count >> 8), UInt8(content.count & 0xFF), 0, 0] + content
     }
 
     /// Walks the records; returns the concatenated STDOUT content.

@@ -117,6 +117,7 @@ struct Server {
             case .terminate(let signal):
                 Log.info("shutting down", ["signal": String(signal)])
                 watchdog.stop()
+                server.beginDraining()
                 notifier.notify("STOPPING=1\nSTATUS=draining")
                 let clean = server.drain(grace: configuration.shutdownGraceSeconds)
                 if !clean { Log.warning("requests still running after the grace period; exiting anyway") }

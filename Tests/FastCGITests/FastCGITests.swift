@@ -128,3 +128,23 @@ import Testing
         #expect(ParamsGuard.inspect([1, 4, 0][...]) == .incomplete)  // half a header
     }
 }
+
+@Suite struct RecordsTests {
+    @Test func aRecordCarriesItsRequestIDAndLength() {
+        let bytes = Records.record(.stdout, requestID: 0x0102, content: Array("abc".utf8))
+        #expect(bytes == [1, 6, 1, 2, 0, 3, 0, 0, 97, 98, 99])
+    }
+
+    /// What nginx reads at the end of a connection's last response: stdout's end,
+    /// END_REQUEST (app status big-endian, protocol status 0 = complete), then the
+    /// empty GET_VALUES_RESULT on id 0 that makes it close instead of reuse.
+    @Test func aClosingEndFollowsEndRequestWithOneMoreRecord() {
+        let bytes = Records.closingEnd(requestID: 7, appStatus: 0x0102_0304)
+        #expect(bytes.count == 8 + 16 + 8)
+        #expect(Array(bytes[0..<8]) == [1, 6, 0, 7, 0, 0, 0, 0])
+        #expect(Array(bytes[8..<24]) == [1, 3, 0, 7, 0, 8, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0])
+        #expect(Array(bytes[24...]) == [1, 10, 0, 0, 0, 0, 0, 0])
+        let failed = Records.closingEnd(requestID: 7, appStatus: -1)
+        #expect(Array(failed[16..<20]) == [0xFF, 0xFF, 0xFF, 0xFF])
+    }
+}

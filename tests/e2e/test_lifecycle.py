@@ -1,15 +1,19 @@
 """Lifecycle: graceful restart keeps data, kill -9 loses no acknowledged write,
 SIGTERM drains in-flight requests and exits 0."""
 
+import fcntl
 import json
 import signal
 import socket
+import struct
+import termios
 import threading
 import time
 
 import pytest
 import requests
 
+import fcgi_fuzz as fcgi
 import harness
 from apiclient import TIMEOUT, create_user, describe, expect_error, expect_json, post_json
 from conftest import unique_email
@@ -208,3 +212,81 @@ def test_sigterm_answers_concurrent_requests(make_stack):
     stack.service.start()
     listed = {u["id"]: u for u in all_users(stack)}
     assert all(listed.get(u["id"]) == u for u in acked)
+
+
+def _records(data: bytes, whole: bool = True) -> list[tuple[int, int, bytes]]:
+    """(type, request id, content) of each complete record in `data`; with `whole`,
+    `data` must hold nothing else."""
+    records, at = [], 0
+    while at + 8 <= len(data):
+        _, kind, request_id, length, padding, _ = struct.unpack("!BBHHBB", data[at : at + 8])
+        if at + 8 + length + padding > len(data):
+            break
+        records.append((kind, request_id, data[at + 8 : at + 8 + length]))
+        at += 8 + length + padding
+    assert not whole or at == len(data), f"cut record at byte {at}: {data[at:]!r}"
+    return records
+
+
+def _read_through_end_request(s: socket.socket) -> bytes:
+    data = b""
+    while not any(kind == fcgi.END_REQUEST for kind, _, _ in _records(data, whole=False)):
+        chunk = s.recv(65536)
+        assert chunk, f"closed before END_REQUEST: {data!r}"
+        data += chunk
+    return data
+
+
+def _unread_bytes(s: socket.socket) -> int:
+    """Bytes this socket sent that the peer has not read yet (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, struct.pack("i", 0)))[0]
+
+
+def test_last_response_of_a_drain_makes_nginx_close_the_kept_connection(make_stack):
+    """nginx (fastcgi_keep_conn) puts a connection back in its keep-alive cache as soon as
+    a response's END_REQUEST ends exactly where its read ended, and may send the next
+    request on it at once: a connection closed right after its last response loses that
+    request (a 502 that nginx does not retry for a POST; CI saw one across restarts).
+    While draining, usersd ends the last response on a kept connection with END_REQUEST
+    and one more record in the same write, which makes nginx close the connection instead
+    (ngx_http_fastcgi_input_filter). Responses outside a drain end exactly at END_REQUEST."""
+    stack = make_stack().start()
+    body = json.dumps({"name": "last of a drain", "email": unique_email("last")}).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(stack.service.socket))
+        s.sendall(fcgi.request_bytes(fcgi.http_params("GET", "/healthz"), flags=fcgi.KEEP_CONN))
+        first = _read_through_end_request(s)
+        assert [kind for kind, _, _ in _records(first)][-1] == fcgi.END_REQUEST, _records(first)
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            s.recv(65536)  # nothing after END_REQUEST: nginx may reuse the connection
+        s.settimeout(30)
+
+        # A POST whose body is still on its way when SIGTERM arrives: usersd has read the
+        # params (the socket's unread count is back to 0) and waits for the body.
+        params = fcgi.http_params("POST", "/add-user", body)
+        s.sendall(fcgi.begin(flags=fcgi.KEEP_CONN) + fcgi.stream_records(fcgi.PARAMS, 1, fcgi.encode_params(params)))
+        deadline = time.monotonic() + 30
+        while _unread_bytes(s) > 0:
+            assert time.monotonic() < deadline, "usersd did not read the request"
+            time.sleep(0.001)
+        stack.service.send_signal(signal.SIGTERM)
+        stack.service.notify.wait_for("STOPPING=1", 30)
+        s.sendall(fcgi.stream_records(fcgi.STDIN, 1, body))
+        last = b""
+        while chunk := s.recv(65536):
+            last += chunk
+
+    records = _records(last)
+    kinds = [kind for kind, _, _ in records]
+    stdout = b"".join(content for kind, _, content in records if kind == fcgi.STDOUT)
+    assert stdout.startswith(b"Status: 201"), stdout[:200]
+    end = kinds.index(fcgi.END_REQUEST)
+    assert records[end][1] == 1 and records[end][2][:5] == b"\0\0\0\0\0", records[end]  # complete, status 0
+    assert records[end + 1 :] == [(fcgi.GET_VALUES_RESULT, 0, b"")], records[end:]
+    assert stack.service.wait() == 0
+
+    user = json.loads(stdout.partition(b"\r\n\r\n")[2])["user"]
+    stack.service.start()
+    assert expect_json(requests.get(stack.url(f"/user/{user['id']}"), timeout=TIMEOUT), 200) == user
