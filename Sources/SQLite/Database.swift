@@ -52,10 +52,6 @@ public final class Database: Sendable {
         writer = try DatabaseThread(name: "usersd-db-writer", batching: true) {
             let connection = try Connection(path: path, busyTimeoutMilliseconds: timeout)
             try connection.enableWAL(synchronous: synchronous)
-            // Every job of a group commit runs in a savepoint, whose sub-journal keeps
-            // the pages it changes. By default one over 64 KiB spills to a new file in
-            // /var/tmp (created, written, unlinked per transaction); in memory it stays.
-            try connection.execute("PRAGMA temp_store = MEMORY")
             return connection
         }
         reader = try DatabaseThread(name: "usersd-db-reader", batching: false) {

@@ -40,11 +40,34 @@ final class TemporaryDatabase {
         #expect(mode == "wal")
     }
 
-    /// Group commit puts every job in a savepoint; its sub-journal must stay in memory,
-    /// not spill to a temporary file per transaction (2 = MEMORY).
-    @Test func theWriterKeepsSavepointJournalsInMemory() async throws {
-        let tempStore = try await temporary.database.write { try $0.prepare("PRAGMA temp_store").firstInteger() }
-        #expect(tempStore == 2)
+    /// Group commit puts every job in a savepoint, whose sub-journal holds the original
+    /// of each page the job changes. It must stay in memory: by default SQLite spills
+    /// one over 64 KiB to a new file in /var/tmp, created and unlinked per transaction.
+    /// Here a savepoint rewrites about 400 KiB of existing pages on a writer-like
+    /// connection (WAL, inside BEGIN IMMEDIATE), and no such file is ever open.
+    @Test func savepointJournalsStayInMemory() throws {
+        let path = temporary.directory.appendingPathComponent("journal.sqlite3").path
+        let connection = try Connection(path: path)
+        try connection.enableWAL(synchronous: "NORMAL")
+        try connection.execute("CREATE TABLE ballast (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        try connection.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) INSERT INTO ballast (data) SELECT zeroblob(1000) FROM n"
+        )
+        try connection.execute("BEGIN IMMEDIATE")
+        try connection.execute("SAVEPOINT job")
+        try connection.execute("UPDATE ballast SET data = randomblob(1000)")
+        let spilled = Self.openTemporaryFiles()
+        try connection.execute("RELEASE job")
+        try connection.execute("COMMIT")
+        #expect(spilled.isEmpty, "sub-journal spilled to \(spilled)")
+        #expect(try connection.prepare("SELECT count(*) FROM ballast WHERE data <> zeroblob(1000)").firstInteger() == 400)
+    }
+
+    /// The files this process holds open that SQLite made for temporary data.
+    static func openTemporaryFiles() -> [String] {
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return descriptors.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }
+            .filter { $0.contains("etilqs") }
     }
 
     @Test func createsAndReadsUsersByteForByte() async throws {
