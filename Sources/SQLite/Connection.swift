@@ -22,6 +22,10 @@ public final class Connection {
             && usersd_sqlite3_statement_journal_spill(Int32(statementJournalSpillBytes)) == SQLITE_OK
     }()
 
+    /// Whether the process-wide settings took effect (they cannot once SQLite was
+    /// initialised by other code in the process).
+    public static var processSettingsApplied: Bool { configured }
+
     /// Every job of a group commit runs in a savepoint, whose sub-journal keeps the
     /// original of each page the job changes (about 50 KiB per user created). SQLite
     /// keeps a sub-journal in memory up to this size, in one allocation; past it (by

@@ -52,6 +52,10 @@ public enum Usersd {
         var options = DatabaseOptions(path: configuration.databasePath)
         options.busyTimeoutMilliseconds = Int32(configuration.busyTimeoutMilliseconds)
         options.synchronous = configuration.synchronous
-        return try Database(options: options)
+        let database = try Database(options: options)
+        if !Connection.processSettingsApplied {
+            Log.warning("SQLite was initialised before usersd could configure it; savepoint journals may spill to temporary files")
+        }
+        return database
     }
 }

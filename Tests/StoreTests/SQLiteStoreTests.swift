@@ -59,6 +59,7 @@ final class TemporaryDatabase {
         let spilled = Self.openTemporaryFiles()
         try connection.execute("RELEASE job")
         try connection.execute("COMMIT")
+        #expect(Connection.processSettingsApplied)
         #expect(spilled.isEmpty, "sub-journal spilled to \(spilled)")
         #expect(try connection.prepare("SELECT count(*) FROM ballast WHERE data <> zeroblob(1000)").firstInteger() == 400)
     }
