@@ -178,7 +178,10 @@ public enum ProcessFigures {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).count
     }
 
-    public static var uptimeSeconds: Double { Date().timeIntervalSince(startTime) }
+    public static var uptimeSeconds: Double {
+        let start = startTime  // read first: on a first use it is set now, never after `Date()`
+        return Date().timeIntervalSince(start)
+    }
 
     /// Starts the uptime clock (call at start-up).
     public static func markStart() { _ = startTime }

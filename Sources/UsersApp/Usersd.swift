@@ -13,6 +13,7 @@ public enum Usersd {
     /// Runs the command line and returns the exit status (64 for a bad setting).
     @available(*, noasync, message: "runs the whole process")
     public static func main(arguments: [String], environment: [String: String]) -> Int32 {
+        ProcessFigures.markStart()
         let configuration: Configuration
         do {
             configuration = try Configuration.parse(arguments, environment: environment)

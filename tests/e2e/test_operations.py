@@ -88,6 +88,16 @@ def test_metrics_exposition_parses_and_counters_move(api):
     assert after["process_resident_memory_bytes"] > 0
 
 
+def test_uptime_counts_from_the_start_not_from_the_first_scrape(make_stack):
+    stack = make_stack().start()
+    ready = time.monotonic()
+    time.sleep(1.0)  # time passes before anybody asks for /metrics
+    first = parse_metrics(requests.get(stack.url("/metrics"), timeout=10).text)["usersd_uptime_seconds"]
+    assert first >= time.monotonic() - ready - 0.1 >= 0.9, first
+    second = parse_metrics(requests.get(stack.url("/metrics"), timeout=10).text)["usersd_uptime_seconds"]
+    assert second >= first
+
+
 def test_request_id_from_nginx_is_logged_and_returned(api):
     response = requests.get(api.url("/healthz"), timeout=10)
     request_id = response.headers["X-Request-Id"]
