@@ -119,10 +119,15 @@ final class WorkerPool: Sendable {
         if empty { emptied.signal() }
     }
 
-    /// Stops accepting. Threads in `accept` return; connections close after their
-    /// next response, or once idle for a moment (see `WorkerState`).
+    /// Stops accepting (once; later calls do nothing). Threads in `accept` return;
+    /// connections close after their next response, or once idle for a moment (see
+    /// `WorkerState`).
     func beginDraining() {
-        state.withLock { $0.isDraining = true }
+        let already = state.withLock { state in
+            defer { state.isDraining = true }
+            return state.isDraining
+        }
+        guard !already else { return }
         listener.stopAccepting()
         for worker in state.withLock({ Array($0.workers.values) }) { worker.beginDraining() }
     }

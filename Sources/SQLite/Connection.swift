@@ -13,18 +13,15 @@ public final class Connection {
     private var cache: [String: Statement] = [:]
     public let path: String
 
-    /// Process-wide SQLite settings, applied once before the first connection opens
-    /// (`sqlite3_config` works only before SQLite initialises). usersd never reads
-    /// SQLite's memory statistics, so they are off: counting them takes a global
-    /// mutex on every allocation.
-    private static let configured: Bool = {
+    /// Process-wide SQLite settings, applied once before the first connection opens;
+    /// `false` when they could not take effect (`sqlite3_config` works only before
+    /// SQLite initialises, so other code in the process may have been first). usersd
+    /// never reads SQLite's memory statistics, so they are off: counting them takes a
+    /// global mutex on every allocation.
+    public static let processSettingsApplied: Bool = {
         usersd_sqlite3_disable_memstatus() == SQLITE_OK
             && usersd_sqlite3_statement_journal_spill(Int32(statementJournalSpillBytes)) == SQLITE_OK
     }()
-
-    /// Whether the process-wide settings took effect (they cannot once SQLite was
-    /// initialised by other code in the process).
-    public static var processSettingsApplied: Bool { configured }
 
     /// Every job of a group commit runs in a savepoint, whose sub-journal keeps the
     /// original of each page the job changes (about 50 KiB per user created). SQLite
@@ -32,11 +29,11 @@ public final class Connection {
     /// default 64 KiB) it spills to a new file in /var/tmp, created, written and
     /// unlinked per transaction. `temp_store = MEMORY` would keep it in memory too,
     /// but in 1 KiB chunks: one `malloc` per KiB.
-    public static let statementJournalSpillBytes = 4 << 20
+    private static let statementJournalSpillBytes = 4 << 20
 
     /// Opens (creating when `readOnly` is false) the database at `path`.
     public init(path: String, readOnly: Bool = false, busyTimeoutMilliseconds: Int32 = 5000) throws(SQLiteError) {
-        _ = Self.configured
+        _ = Self.processSettingsApplied
         var pointer: OpaquePointer?
         let flags =
             (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE))
