@@ -537,22 +537,28 @@ def _status_of(stdout: bytes) -> int | None:
     return 200
 
 
-def _count_ends(data: bytes) -> int:
-    at, ends = 0, 0
+def records(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
+    """(type, request id, content) of each complete record in `data`, and the number
+    of bytes they take (any rest is a record still arriving)."""
+    found, at = [], 0
     while at + 8 <= len(data):
-        _, kind, _, length, padding, _ = struct.unpack("!BBHHBB", data[at : at + 8])
+        _, kind, request_id, length, padding, _ = struct.unpack("!BBHHBB", data[at : at + 8])
         if at + 8 + length + padding > len(data):
             break
-        ends += kind == END_REQUEST
+        found.append((kind, request_id, data[at + 8 : at + 8 + length]))
         at += 8 + length + padding
-    return ends
+    return found, at
+
+
+def count_ends(data: bytes) -> int:
+    return sum(kind == END_REQUEST for kind, _, _ in records(data)[0])
 
 
 def _read_until_ends(sock: socket.socket, previous: bytes, ends: int, timeout: float) -> bytes:
     """Reads until the answer so far holds `ends` END_REQUEST records, EOF or the timeout."""
     got = b""
     deadline = time.monotonic() + timeout
-    while _count_ends(previous + got) < ends and time.monotonic() < deadline:
+    while count_ends(previous + got) < ends and time.monotonic() < deadline:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             chunk = sock.recv(65536)

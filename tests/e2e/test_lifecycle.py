@@ -214,23 +214,16 @@ def test_sigterm_answers_concurrent_requests(make_stack):
     assert all(listed.get(u["id"]) == u for u in acked)
 
 
-def _records(data: bytes, whole: bool = True) -> list[tuple[int, int, bytes]]:
-    """(type, request id, content) of each complete record in `data`; with `whole`,
-    `data` must hold nothing else."""
-    records, at = [], 0
-    while at + 8 <= len(data):
-        _, kind, request_id, length, padding, _ = struct.unpack("!BBHHBB", data[at : at + 8])
-        if at + 8 + length + padding > len(data):
-            break
-        records.append((kind, request_id, data[at + 8 : at + 8 + length]))
-        at += 8 + length + padding
-    assert not whole or at == len(data), f"cut record at byte {at}: {data[at:]!r}"
-    return records
+def _records(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(type, request id, content) of each record in `data`, which holds nothing else."""
+    found, used = fcgi.records(data)
+    assert used == len(data), f"cut record at byte {used}: {data[used:]!r}"
+    return found
 
 
 def _read_through_end_request(s: socket.socket) -> bytes:
     data = b""
-    while not any(kind == fcgi.END_REQUEST for kind, _, _ in _records(data, whole=False)):
+    while not fcgi.count_ends(data):
         chunk = s.recv(65536)
         assert chunk, f"closed before END_REQUEST: {data!r}"
         data += chunk
