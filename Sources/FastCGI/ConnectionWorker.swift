@@ -6,110 +6,149 @@ import Lifecycle
 
 /// Serves the requests of one FastCGI connection on the current thread.
 ///
-/// The `FCGX_Request` lives on this thread's stack for the connection's lifetime and
-/// never leaves it; handlers receive copied `Request` values.
-struct ConnectionWorker {
+/// The whole connection is one task: started on this thread, preferring this
+/// thread's executor, it reads each request, runs its async handler and writes the
+/// answer, in a loop until the connection closes. Requests create no task of their
+/// own, and their handlers' frames reuse the memory the connection's task already
+/// holds (a task keeps its allocator slabs until it ends). The task blocks this
+/// thread while it waits for the next request: that is fine, the thread serves this
+/// connection only, and jobs that arrive for its executor meanwhile go to the
+/// `OverflowRunner` (see `WorkerExecutor.whileWaiting`).
+///
+/// The `FCGX_Request` is allocated once per connection (libfcgi's streams point back
+/// at it, so its address must not change) and never leaves this thread; handlers
+/// receive copied `Request` values.
+struct ConnectionWorker: Sendable {
     let fd: Int32
     let state: WorkerState
     let context: ConnectionContext
 
     func serve() {
-        var request = FCGX_Request()
-        FCGX_InitRequest(&request, -1, 0)
-        // Hand libfcgi the accepted connection. keepConnection must be set before the
-        // first FCGX_Accept_r, whose leading finish would otherwise close the fd.
-        // listen_sock stays -1: when nginx closes the connection, FCGX_Accept_r fails
-        // instead of accepting on a listening socket.
-        request.ipcFd = fd
-        request.keepConnection = 1
+        let request = FCGXRequestBox(fd: fd)
         let executor = WorkerExecutor()
+        executor.run { [self] in await serveRequests(request.pointer, executor: executor) }
+        request.deallocate()
+        state.markAccepting()
+    }
+
+    private func serveRequests(_ request: UnsafeMutablePointer<FCGX_Request>, executor: WorkerExecutor) async {
         var peekBuffer = [UInt8](repeating: 0, count: 8192)
-        defer { state.markAccepting() }
+        var headBuffer: [UInt8] = []
+        headBuffer.reserveCapacity(512)
         while true {
             // Always read the next request: nginx may already have sent it on this
             // connection, even while draining (closing now would lose it).
-            state.markIdle(request.ipcFd)
+            state.markIdle(request.pointee.ipcFd)
             // Vet the next request's records before libfcgi allocates what they declare.
-            let verdict = ParamsGuard.check(fd: request.ipcFd, buffer: &peekBuffer)
+            let verdict = executor.whileWaiting { ParamsGuard.check(fd: request.pointee.ipcFd, buffer: &peekBuffer) }
             if verdict != .ok {
                 state.markBusy()
                 if case .tooLarge(let requestID) = verdict {
-                    ParamsGuard.answerTooLarge(fd: request.ipcFd, requestID: requestID)
+                    ParamsGuard.answerTooLarge(fd: request.pointee.ipcFd, requestID: requestID)
                     Log.warning("request params over 64 KiB answered 431; connection closed")
                 }
-                request.keepConnection = 0
-                FCGX_Free(&request, 1)
+                request.pointee.keepConnection = 0
+                FCGX_Free(request, 1)
                 return
             }
-            let accepted = FCGX_Accept_r(&request)
+            let accepted = executor.whileWaiting { FCGX_Accept_r(request) }
             state.markBusy()
             guard accepted >= 0 else { return }  // nginx closed the connection (or drain woke it)
-            handle(&request, executor: executor)
+            await handle(request, head: &headBuffer)
             // While draining, this response is the connection's last.
-            if state.isDraining { endAsLast(&request) }
-            FCGX_Finish_r(&request)
-            if request.ipcFd < 0 { return }  // closed: not kept, or draining
+            if state.isDraining { endAsLast(request) }
+            FCGX_Finish_r(request)
+            if request.pointee.ipcFd < 0 { return }  // closed: not kept, or draining
         }
     }
 
     /// Ends the current response so that nginx closes the connection instead of
     /// sending another request on it (see `Records.closingEnd`), and has
     /// `FCGX_Finish_r` close it without writing anything more.
-    private func endAsLast(_ request: inout FCGX_Request) {
-        defer { request.keepConnection = 0 }
+    private func endAsLast(_ request: UnsafeMutablePointer<FCGX_Request>) {
+        defer { request.pointee.keepConnection = 0 }
         // Without FCGI_KEEP_CONN the web server closes the connection after this
         // response anyway.
-        guard request.keepConnection != 0, let out = request.out else { return }
+        guard request.pointee.keepConnection != 0, let out = request.pointee.out else { return }
         guard FCGX_FFlush(out) == 0 else { return }  // the peer is gone; libfcgi closes
-        let end = Records.closingEnd(requestID: UInt16(truncatingIfNeeded: request.requestId), appStatus: request.appStatus)
-        Records.send(end, to: request.ipcFd)
+        let end = Records.closingEnd(
+            requestID: UInt16(truncatingIfNeeded: request.pointee.requestId), appStatus: request.pointee.appStatus
+        )
+        Records.send(end, to: request.pointee.ipcFd)
         // The end records are out: libfcgi's own (written when it closes the stream)
         // must not follow them.
         out.pointee.wasFCloseCalled = 1
     }
 
-    private func handle(_ request: inout FCGX_Request, executor: WorkerExecutor) {
-        let streams = FCGXStreams(request)
-        let parsed = RequestDecoder.decode(request, maxBodyBytes: context.maxBodyBytes)
+    /// Reads one request, runs the handler, writes the answer. `head` is the
+    /// connection's reused buffer for the response head (and a small body with it,
+    /// so most answers are one write into libfcgi's stream).
+    private func handle(_ request: UnsafeMutablePointer<FCGX_Request>, head: inout [UInt8]) async {
+        let writer = OutputStream(stream: request.pointee.out)
+        let parsed = RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes)
         let response: Response
         let isHead: Bool
         switch parsed {
         case .request(let httpRequest):
             isHead = httpRequest.method == "HEAD"
-            let responder = context.responder
-            response = executor.run { await responder.respond(to: httpRequest) }
+            response = await context.responder.respond(to: httpRequest)
         case .rejected(let early):
             isHead = false
             response = early
         }
-        let writer = OutputStream(stream: streams.out)
-        writer.write(ResponseEncoder.head(of: response))
-        guard !isHead else { return }
+        head.removeAll(keepingCapacity: true)
+        ResponseEncoder.appendHead(of: response, to: &head)
+        guard !isHead else {
+            writer.write(head)
+            return
+        }
         switch response.body {
         case .bytes(let bytes):
-            writer.write(bytes)
+            if bytes.count <= Self.coalesceLimit {
+                head.append(contentsOf: bytes)
+                writer.write(head)
+            } else {
+                writer.write(head)
+                writer.write(bytes)
+            }
         case .stream(let produce):
+            writer.write(head)
             let sink = StreamSink(writer: writer)
-            let failed = executor.run { () -> Bool in
-                do {
-                    try await produce(sink)
-                    return false
-                } catch {
-                    return true
-                }
+            do {
+                try await produce(sink)
+            } catch {
+                writer.abort()
             }
             sink.invalidate()
-            if failed { writer.abort() }
         }
     }
+
+    /// Bodies up to this size are copied behind the head and written with it.
+    static let coalesceLimit = 16 * 1024
 }
 
-/// The C stream pointers of the current request.
-struct FCGXStreams {
-    let out: UnsafeMutablePointer<FCGX_Stream>
+/// The connection's `FCGX_Request`, at a fixed address for the connection's life.
+///
+/// `@unchecked Sendable`: it is created on the worker thread and only used there (by
+/// the connection's task, which runs on that thread's executor).
+final class FCGXRequestBox: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<FCGX_Request>
 
-    init(_ request: FCGX_Request) {
-        out = request.out
+    init(fd: Int32) {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: FCGX_Request())
+        FCGX_InitRequest(pointer, -1, 0)
+        // Hand libfcgi the accepted connection. keepConnection must be set before the
+        // first FCGX_Accept_r, whose leading finish would otherwise close the fd.
+        // listen_sock stays -1: when nginx closes the connection, FCGX_Accept_r fails
+        // instead of accepting on a listening socket.
+        pointer.pointee.ipcFd = fd
+        pointer.pointee.keepConnection = 1
+    }
+
+    func deallocate() {
+        pointer.deinitialize(count: 1)
+        pointer.deallocate()
     }
 }
 

@@ -6,6 +6,12 @@ enum ResponseEncoder {
     static func head(of response: Response) -> [UInt8] {
         var head: [UInt8] = []
         head.reserveCapacity(192)
+        appendHead(of: response, to: &head)
+        return head
+    }
+
+    /// Appends the head to `head` (a buffer the connection reuses).
+    static func appendHead(of response: Response, to head: inout [UInt8]) {
         append("Status: ", to: &head)
         head.appendDecimal(Int64(response.status.code))
         head.append(UInt8(ascii: " "))
@@ -25,7 +31,6 @@ enum ResponseEncoder {
             append("\r\n", to: &head)
         }
         append("\r\n", to: &head)
-        return head
     }
 
     private static func append(_ literal: StaticString, to bytes: inout [UInt8]) {

@@ -51,6 +51,16 @@ final class WorkerExecutor: TaskExecutor {
         if wake { wakeup.signal() }
     }
 
+    /// Runs `body`, which blocks waiting for the connection (the next request), with
+    /// the executor marked as not driving: jobs that arrive for it meanwhile go to the
+    /// `OverflowRunner` instead of waiting for the next request. Called from the
+    /// connection's task, on this executor's thread.
+    func whileWaiting<T>(_ body: () -> T) -> T {
+        state.withLock { $0.isDriving = false }
+        defer { state.withLock { $0.isDriving = true } }
+        return body()
+    }
+
     /// Runs `operation` to completion, executing its nonisolated parts on the calling
     /// thread. Blocks the calling thread: only for FastCGI worker threads.
     @available(*, noasync, message: "blocks the calling thread; only FastCGI workers drive requests")
