@@ -90,40 +90,81 @@ enum RequestDecoder {
     static let chunkSize = 4096
 }
 
-/// The values of the CGI params `CGIParams` asks for, gathered in one pass over the
-/// environment (libfcgi's `FCGX_GetParam` scans the whole list on every call). The
-/// first occurrence of a name wins, as with `FCGX_GetParam`.
+/// The CGI params `CGIParams` asks for, gathered in one pass over the environment
+/// (libfcgi's `FCGX_GetParam` scans the whole list on every call). The first
+/// occurrence of a name wins, as with `FCGX_GetParam`.
+///
+/// It keeps pointers to the values inside libfcgi's environment and makes a `String`
+/// only of the ones asked for (most requests never need the fallbacks
+/// `REQUEST_URI`, `SCRIPT_NAME`, `PATH_INFO`): it must not outlive the `FCGX_Request`
+/// whose `envp` it read, so it lives only inside `RequestDecoder.decode`.
 struct KnownParams {
-    /// The params `CGIParams` asks for; the order is the index into `values`.
+    /// The params `CGIParams` asks for.
     enum Name: String, CaseIterable {
         case requestMethod = "REQUEST_METHOD", documentURI = "DOCUMENT_URI", requestURI = "REQUEST_URI"
         case scriptName = "SCRIPT_NAME", pathInfo = "PATH_INFO", queryString = "QUERY_STRING"
         case contentType = "CONTENT_TYPE", contentLength = "CONTENT_LENGTH", requestID = "REQUEST_ID"
 
-        /// Built once: `allCases` makes a new array on every use.
-        static let all = allCases
-        var index: Int { Self.all.firstIndex(of: self)! }
-    }
-
-    /// Each name followed by `=`, as C bytes, to compare entries against.
-    private static let prefixes: [[CChar]] = Name.all.map { $0.rawValue.utf8.map { CChar(bitPattern: $0) } + [0x3D] }
-    private var values = [String?](repeating: nil, count: Name.all.count)
-
-    mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
-        let first = entry[0]
-        for index in Self.prefixes.indices where values[index] == nil {
-            let matched = Self.prefixes[index].withUnsafeBufferPointer { prefix in
-                prefix[0] == first && strncmp(entry, prefix.baseAddress!, prefix.count) == 0
-            }
-            if matched {
-                values[index] = String(cString: entry + Self.prefixes[index].count)
-                return
+        /// The name of the param `entry` (`NAME=value`) whose name is `length` bytes,
+        /// if it is one of these. A switch on the length, then one or two compares:
+        /// most params (`SERVER_PORT`, `REMOTE_ADDR`, ...) are dismissed without any.
+        static func of(_ entry: UnsafePointer<CChar>, length: Int) -> Name? {
+            func matches(_ name: StaticString) -> Bool { memcmp(entry, name.utf8Start, length) == 0 }
+            switch length {
+            case 9: return matches("PATH_INFO") ? .pathInfo : nil
+            case 10: return matches("REQUEST_ID") ? .requestID : nil
+            case 11: return matches("REQUEST_URI") ? .requestURI : matches("SCRIPT_NAME") ? .scriptName : nil
+            case 12:
+                return matches("DOCUMENT_URI") ? .documentURI
+                    : matches("QUERY_STRING") ? .queryString : matches("CONTENT_TYPE") ? .contentType : nil
+            case 14: return matches("REQUEST_METHOD") ? .requestMethod : matches("CONTENT_LENGTH") ? .contentLength : nil
+            default: return nil
             }
         }
     }
 
+    /// Where each param's value starts (NUL-terminated), indexed like `Name.allCases`.
+    private var values: (
+        UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
+        UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
+        UnsafePointer<CChar>?
+    ) = (nil, nil, nil, nil, nil, nil, nil, nil, nil)
+
+    mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
+        guard let equals = strchr(entry, 0x3D), let name = Name.of(entry, length: equals - entry) else { return }
+        if pointer(name) == nil { setPointer(name, UnsafePointer(equals + 1)) }
+    }
+
     subscript(name: Name) -> String? {
-        values[name.index]
+        pointer(name).map { String(cString: $0) }
+    }
+
+    private func pointer(_ name: Name) -> UnsafePointer<CChar>? {
+        switch name {
+        case .requestMethod: values.0
+        case .documentURI: values.1
+        case .requestURI: values.2
+        case .scriptName: values.3
+        case .pathInfo: values.4
+        case .queryString: values.5
+        case .contentType: values.6
+        case .contentLength: values.7
+        case .requestID: values.8
+        }
+    }
+
+    private mutating func setPointer(_ name: Name, _ value: UnsafePointer<CChar>) {
+        switch name {
+        case .requestMethod: values.0 = value
+        case .documentURI: values.1 = value
+        case .requestURI: values.2 = value
+        case .scriptName: values.3 = value
+        case .pathInfo: values.4 = value
+        case .queryString: values.5 = value
+        case .contentType: values.6 = value
+        case .contentLength: values.7 = value
+        case .requestID: values.8 = value
+        }
     }
 }
 

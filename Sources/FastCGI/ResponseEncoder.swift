@@ -1,3 +1,4 @@
+import Glibc
 import HTTP
 import Synchronization
 
@@ -11,7 +12,55 @@ enum ResponseEncoder {
     }
 
     /// Appends the head to `head` (a buffer the connection reuses).
+    ///
+    /// Two passes: the first measures (and drops unsafe headers), the second copies
+    /// every piece into one scratch buffer, appended to `head` at once (one append
+    /// instead of four per header).
     static func appendHead(of response: Response, to head: inout [UInt8]) {
+        let status = response.status
+        var length = 8 + decimalLength(status.code) + 1 + status.reason.utf8.count + 2 + 2  // Status: ... \r\n ... \r\n
+        var hasLength = false
+        var safe = 0  // bit i set: header i is written (only the first 64 can be; more are written by `slowHead`)
+        guard response.headers.count <= 64 else {
+            slowHead(of: response, to: &head)
+            return
+        }
+        for (index, header) in response.headers.enumerated() where isSafe(header.name) && isSafe(header.value) {
+            safe |= 1 << index
+            if !hasLength && isContentLength(header.name) { hasLength = true }
+            length += header.name.utf8.count + 2 + header.value.utf8.count + 2
+        }
+        var bodyLength: Int?
+        if case .bytes(let bytes) = response.body, !hasLength {
+            bodyLength = bytes.count
+            length += 16 + decimalLength(bytes.count) + 2
+        }
+        withUnsafeTemporaryAllocation(byteCount: length, alignment: 1) { buffer in
+            var writer = RawWriter(base: buffer.baseAddress!)
+            writer.put("Status: ")
+            writer.putDecimal(status.code)
+            writer.put(" ")
+            writer.put(status.reason)
+            writer.put("\r\n")
+            for (index, header) in response.headers.enumerated() where safe & (1 << index) != 0 {
+                writer.put(header.name)
+                writer.put(": ")
+                writer.put(header.value)
+                writer.put("\r\n")
+            }
+            if let bodyLength {
+                writer.put("Content-Length: ")
+                writer.putDecimal(bodyLength)
+                writer.put("\r\n")
+            }
+            writer.put("\r\n")
+            precondition(writer.offset == length, "response head measured wrong")
+            head.append(contentsOf: UnsafeRawBufferPointer(buffer))
+        }
+    }
+
+    /// The head appended piece by piece (responses with more than 64 headers).
+    static func slowHead(of response: Response, to head: inout [UInt8]) {
         append("Status: ", to: &head)
         head.appendDecimal(Int64(response.status.code))
         head.append(UInt8(ascii: " "))
@@ -33,6 +82,16 @@ enum ResponseEncoder {
         append("\r\n", to: &head)
     }
 
+    static func decimalLength(_ value: Int) -> Int {
+        var count = value < 0 ? 2 : 1
+        var rest = value.magnitude
+        while rest >= 10 {
+            rest /= 10
+            count += 1
+        }
+        return count
+    }
+
     private static func append(_ literal: StaticString, to bytes: inout [UInt8]) {
         literal.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
@@ -50,11 +109,52 @@ enum ResponseEncoder {
 
     /// Header text never contains CR or LF, so no response splitting is possible.
     static func isSafe(_ text: String) -> Bool {
-        var text = text
-        return text.withUTF8 { bytes in
-            for byte in bytes where byte == 0x0D || byte == 0x0A { return false }
+        if let safe = text.utf8.withContiguousStorageIfAvailable({ bytes in
+            bytes.isEmpty || (memchr(bytes.baseAddress!, 0x0D, bytes.count) == nil && memchr(bytes.baseAddress!, 0x0A, bytes.count) == nil)
+        }) {
+            return safe
+        }
+        return !text.utf8.contains(0x0D) && !text.utf8.contains(0x0A)
+    }
+}
+
+/// Copies bytes into a buffer `ResponseEncoder.appendHead` measured beforehand.
+private struct RawWriter {
+    let base: UnsafeMutableRawPointer
+    private(set) var offset = 0
+
+    init(base: UnsafeMutableRawPointer) {
+        self.base = base
+    }
+
+    mutating func put(_ literal: StaticString) {
+        (base + offset).copyMemory(from: literal.utf8Start, byteCount: literal.utf8CodeUnitCount)
+        offset += literal.utf8CodeUnitCount
+    }
+
+    mutating func put(_ text: String) {
+        let count = text.utf8.count
+        let copied = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            if count > 0 { (base + offset).copyMemory(from: bytes.baseAddress!, byteCount: count) }
             return true
         }
+        if copied == nil {
+            for (index, byte) in text.utf8.enumerated() { (base + offset + index).storeBytes(of: byte, as: UInt8.self) }
+        }
+        offset += count
+    }
+
+    mutating func putDecimal(_ value: Int) {
+        let count = ResponseEncoder.decimalLength(value)
+        var rest = value.magnitude
+        if value < 0 { (base + offset).storeBytes(of: UInt8(ascii: "-"), as: UInt8.self) }
+        var position = offset + count - 1
+        repeat {
+            (base + position).storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), as: UInt8.self)
+            rest /= 10
+            position -= 1
+        } while rest > 0
+        offset += count
     }
 }
 

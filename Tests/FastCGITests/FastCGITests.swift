@@ -25,6 +25,30 @@ import Testing
         #expect(head == "Status: 200 OK\r\ncontent-LENGTH: 2\r\n\r\n")
     }
 
+    /// The measured, one-copy head is byte for byte the piecewise one.
+    @Test func measuredHeadEqualsThePiecewiseHead() {
+        let many = (0..<70).map { (name: "X-H\($0)", value: "v\($0)") }
+        let responses = [
+            Response.json(.created, Array("{}".utf8), headers: [("Location", "/users/1")]),
+            Response(status: Status(code: 599, reason: "Ünusual Réason"), headers: [("X-Émoji", "✓ ok"), ("Empty", "")]),
+            Response(status: .ok, headers: [("X-Evil", "a\r\nSet-Cookie: x=1"), ("X-Fine", "yes"), ("X-LF", "a\nb")]),
+            Response(status: .ok, headers: [("content-length", "5")], body: .bytes(Array("hello".utf8))),
+            Response(status: .noContent),
+            Response(status: .ok, headers: many, body: .bytes(Array(repeating: 0x41, count: 123_456))),
+            Response(status: .ok, headers: [("Content-Type", "text/plain")], body: .stream { _ in }),
+        ]
+        for response in responses {
+            var measured: [UInt8] = Array("kept|".utf8)
+            ResponseEncoder.appendHead(of: response, to: &measured)
+            var piecewise: [UInt8] = Array("kept|".utf8)
+            ResponseEncoder.slowHead(of: response, to: &piecewise)
+            #expect(String(decoding: measured, as: UTF8.self) == String(decoding: piecewise, as: UTF8.self))
+        }
+        #expect(ResponseEncoder.decimalLength(0) == 1 && ResponseEncoder.decimalLength(9) == 1)
+        #expect(ResponseEncoder.decimalLength(10) == 2 && ResponseEncoder.decimalLength(123_456) == 6)
+        #expect(ResponseEncoder.decimalLength(-7) == 2)
+    }
+
     @Test func headersWithLineBreaksAreDropped() {
         let response = Response(status: .ok, headers: [("X-Evil", "a\r\nSet-Cookie: x=1")])
         let head = String(decoding: ResponseEncoder.head(of: response), as: UTF8.self)
