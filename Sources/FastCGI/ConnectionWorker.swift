@@ -88,7 +88,7 @@ struct ConnectionWorker: Sendable {
         let parsed = RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes)
         let response: Response
         let isHead: Bool
-        switch parsed {
+        switch consume parsed {
         case .request(let httpRequest):
             isHead = httpRequest.method == "HEAD"
             response = await context.responder.respond(to: httpRequest)

@@ -14,7 +14,7 @@ enum RequestDecoder {
     static func decode(_ request: FCGX_Request, maxBodyBytes: Int) -> Outcome {
         // One pass over the params: the ones usersd routes on, and HTTP_* as headers.
         var known = KnownParams()
-        var headers: [String: String] = [:]
+        var headers = [String: String](minimumCapacity: 8)  // room for the usual headers: no rehash
         if var cursor = request.envp {
             while let entry = cursor.pointee {
                 // Only HTTP_* entries become headers; compare bytes before copying.

@@ -48,8 +48,22 @@ public struct JSONWriter: Sendable {
     }
 
     private mutating func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>) {
+        // Most text needs no escape: find the first byte that does with a plain loop,
+        // and append everything before it at once.
+        var first = 0
+        while first < utf8.count {
+            let byte = utf8[first]
+            if byte < 0x20 || byte == 0x22 || byte == 0x5C { break }
+            first += 1
+        }
+        if first == utf8.count {
+            bytes.append(contentsOf: utf8)
+            return
+        }
         var runStart = 0
-        for (offset, byte) in utf8.enumerated() where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+        for offset in first..<utf8.count {
+            let byte = utf8[offset]
+            guard byte < 0x20 || byte == 0x22 || byte == 0x5C else { continue }
             bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<offset]))
             switch byte {
             case 0x22: bytes.append(contentsOf: [0x5C, 0x22])

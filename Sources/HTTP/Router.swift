@@ -120,6 +120,7 @@ struct Route: Sendable {
     /// The byte ranges of the non-empty `/`-separated segments of `path`.
     static func split(_ path: UnsafeBufferPointer<UInt8>) -> [Range<Int>] {
         var parts: [Range<Int>] = []
+        parts.reserveCapacity(6)  // one allocation for the usual few segments
         var start = 0
         for index in 0...path.count where index == path.count || path[index] == UInt8(ascii: "/") {
             if index > start { parts.append(start..<index) }

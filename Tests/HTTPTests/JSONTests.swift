@@ -69,6 +69,17 @@ import Testing
         #expect(parsed["none"] == .null)
     }
 
+    /// Escapes at the very start and end, back to back, and none at all.
+    @Test func escapesAtTheEdgesOfAString() {
+        for (text, expected) in [
+            ("\"x\\", #""\"x\\""#), ("\n\u{1}", #""\n\u0001""#), ("plain", #""plain""#), ("", #""""#),
+        ] {
+            var writer = JSONWriter()
+            writer.string(text)
+            #expect(String(decoding: writer.bytes, as: UTF8.self) == expected)
+        }
+    }
+
     @Test func writesCompactOutputInCallOrder() {
         var writer = JSONWriter()
         writer.object { object in
