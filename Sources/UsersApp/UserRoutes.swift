@@ -158,22 +158,30 @@ struct UserRoutes: Sendable {
 
 extension JSONWriter {
     /// `{"id","name","email"}`: the tutorial's shape, used by the seed routes and lists.
+    /// Written as literal pieces (the keys need no escaping): this is every
+    /// `GET /user/<id>` answer, so it skips the object writer's bookkeeping.
     mutating func summary(_ user: User) {
-        object { object in
-            object.field("id", user.id)
-            object.field("name", user.name)
-            object.field("email", user.email)
-        }
+        append(#"{"id":"#)
+        integer(user.id)
+        append(#","name":"#)
+        string(user.name)
+        append(#","email":"#)
+        string(user.email)
+        append("}")
     }
 
     /// The full resource for `/users/<id>`, with timestamps.
     mutating func detail(_ user: User) {
-        object { object in
-            object.field("id", user.id)
-            object.field("name", user.name)
-            object.field("email", user.email)
-            object.field("created_at", user.createdAt)
-            object.field("updated_at", user.updatedAt)
-        }
+        append(#"{"id":"#)
+        integer(user.id)
+        append(#","name":"#)
+        string(user.name)
+        append(#","email":"#)
+        string(user.email)
+        append(#","created_at":"#)
+        string(user.createdAt)
+        append(#","updated_at":"#)
+        string(user.updatedAt)
+        append("}")
     }
 }

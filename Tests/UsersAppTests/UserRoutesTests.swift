@@ -185,3 +185,31 @@ final class Collector: BodyWriter {
         #expect(expired.body(at: 1) == nil)
     }
 }
+
+/// The user objects written as literal pieces: exact bytes, and escaping still applied.
+@Suite struct UserJSONTests {
+    let user = User(
+        id: 42, name: "Zoë \"Z\" \\ O'Neil\n", email: "z@example.com",
+        createdAt: "2026-11-27T10:00:00.000Z", updatedAt: "2026-11-27T11:00:00.000Z"
+    )
+
+    @Test func summaryIsTheTutorialShape() throws {
+        var writer = JSONWriter()
+        writer.summary(user)
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"id":42,"name":"Zoë \"Z\" \\ O'Neil\n","email":"z@example.com"}"#)
+        let parsed = try JSONParser.parse(writer.bytes)
+        #expect(parsed["name"] == .string(user.name))
+    }
+
+    @Test func detailAddsTheTimestamps() throws {
+        var writer = JSONWriter()
+        writer.detail(user)
+        let parsed = try JSONParser.parse(writer.bytes)
+        #expect(parsed["id"] == .number(42, integer: 42))
+        #expect(parsed["name"] == .string(user.name))
+        #expect(parsed["email"] == .string("z@example.com"))
+        #expect(parsed["created_at"] == .string("2026-11-27T10:00:00.000Z"))
+        #expect(parsed["updated_at"] == .string("2026-11-27T11:00:00.000Z"))
+        #expect(String(decoding: writer.bytes, as: UTF8.self).hasSuffix(#","updated_at":"2026-11-27T11:00:00.000Z"}"#))
+    }
+}
