@@ -10,7 +10,7 @@ nonisolated(unsafe) let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destruct
 /// with `SQLITE_OPEN_NOMUTEX`.
 public final class Connection {
     let handle: OpaquePointer
-    private var cache: [String: Statement] = [:]
+    private var cache: [StatementKey: Statement] = [:]
     public let path: String
 
     /// Process-wide SQLite settings, applied once before the first connection opens;
@@ -86,7 +86,8 @@ public final class Connection {
 
     /// A prepared statement from this connection's cache, reset and with bindings cleared.
     public func cached(_ sql: String) throws(SQLiteError) -> Statement {
-        if let statement = cache[sql] {
+        let key = StatementKey(sql: sql)
+        if let statement = cache[key] {
             statement.reset()
             return statement
         }
@@ -94,7 +95,7 @@ public final class Connection {
         let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, nil)
         guard code == SQLITE_OK, let pointer else { throw error(code) }
         let statement = Statement(handle: pointer, connection: self)
-        cache[sql] = statement
+        cache[key] = statement
         return statement
     }
 
@@ -132,4 +133,40 @@ extension Connection: Sendable {}
 public struct Interrupter: @unchecked Sendable {
     let handle: OpaquePointer
     public func interrupt() { sqlite3_interrupt(handle) }
+}
+
+/// The statement cache's key: the SQL text, hashed by its length and a few 8-byte
+/// words from its start and end only. Hashing whole statements (a few hundred bytes
+/// each, about a dozen lookups per `POST /add-user`) with `Hasher` cost more than
+/// the rest of the lookup. Two statements that agree in length and in those words
+/// just share a bucket: equality still compares the whole text.
+struct StatementKey: Hashable {
+    let sql: String
+
+    static func == (left: StatementKey, right: StatementKey) -> Bool {
+        left.sql == right.sql
+    }
+
+    func hash(into hasher: inout Hasher) {
+        let utf8 = sql.utf8
+        let mixed = utf8.withContiguousStorageIfAvailable { bytes -> UInt64 in
+            let raw = UnsafeRawBufferPointer(bytes)
+            var mix = UInt64(raw.count)
+            // Up to 4 words from the start and 4 from the end (overlapping when short).
+            if raw.count >= 8 {
+                for word in 0..<min(4, raw.count / 8) {
+                    mix = (mix ^ raw.loadUnaligned(fromByteOffset: word * 8, as: UInt64.self)) &* 0x100_0000_01b3
+                    mix = (mix ^ raw.loadUnaligned(fromByteOffset: raw.count - 8 - word * 8, as: UInt64.self)) &* 0x100_0000_01b3
+                }
+            } else {
+                for byte in raw { mix = (mix ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            }
+            return mix
+        }
+        if let mixed {
+            hasher.combine(mixed)
+        } else {
+            hasher.combine(sql)
+        }
+    }
 }
