@@ -26,6 +26,22 @@ public final class Statement {
         case null
     }
 
+    /// Binds text from the string's own UTF-8 bytes, with their length: passing a
+    /// `String` as a C string made a NUL-terminated copy first (an array allocation
+    /// per bound value). SQLite copies the bytes (`SQLITE_TRANSIENT`). An empty string
+    /// binds an empty text, never NULL (its buffer may have no address).
+    static func bindText(_ text: String, at index: Int32, of handle: OpaquePointer) -> Int32 {
+        var text = text
+        return text.withUTF8 { bytes in
+            guard let base = bytes.baseAddress, !bytes.isEmpty else {
+                return sqlite3_bind_text(handle, index, "", 0, sqliteTransient)
+            }
+            return base.withMemoryRebound(to: CChar.self, capacity: bytes.count) { chars in
+                sqlite3_bind_text64(handle, index, chars, sqlite3_uint64(bytes.count), sqliteTransient, UInt8(SQLITE_UTF8))
+            }
+        }
+    }
+
     /// Binds `values` to parameters 1...n.
     @discardableResult
     public func bind(_ values: [Value]) throws(SQLiteError) -> Statement {
@@ -35,7 +51,7 @@ public final class Statement {
             switch value {
             case .integer(let number): code = sqlite3_bind_int64(handle, index, number)
             case .real(let number): code = sqlite3_bind_double(handle, index, number)
-            case .text(let text): code = sqlite3_bind_text(handle, index, text, -1, sqliteTransient)
+            case .text(let text): code = Self.bindText(text, at: index, of: handle)
             case .null: code = sqlite3_bind_null(handle, index)
             }
             guard code == SQLITE_OK else { throw connection.error(code) }

@@ -25,3 +25,23 @@ import Testing
         #expect(StatementKey(sql: "SELECT").hashValue != StatementKey(sql: "PRAGMA").hashValue)
     }
 }
+
+/// Text is bound from the string's own bytes, with its length.
+@Suite struct TextBindingTests {
+    @Test func emptyUnicodeAndNULTextRoundTrip() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-bind-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let connection = try Connection(path: directory.appendingPathComponent("bind.sqlite3").path)
+        let long = String(repeating: "Zoë ✓ ", count: 200)
+        for text in ["", "a", "exactly15bytes!", "Zoë \"Z\" ✓ שלום 😀", long, "nul\u{0}inside"] {
+            let statement = try connection.prepare("SELECT ?1 IS NULL, typeof(?1), length(CAST(?1 AS BLOB)), ?1")
+            try statement.bind([.text(text)])
+            #expect(try statement.step())
+            #expect(statement.integer(0) == 0)  // never NULL, even when empty
+            #expect(statement.text(1) == "text")
+            #expect(statement.integer(2) == Int64(text.utf8.count))  // every byte, a NUL included
+            #expect(statement.text(3) == text)
+        }
+    }
+}
