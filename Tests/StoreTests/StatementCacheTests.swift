@@ -6,10 +6,8 @@ import Testing
 /// The statement cache hashes only the ends of the SQL text; the whole text decides.
 @Suite struct StatementCacheTests {
     @Test func statementsThatDifferOnlyInTheMiddleAreDifferentEntries() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-cache-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let connection = try Connection(path: directory.appendingPathComponent("cache.sqlite3").path)
+        let temporary = try TemporaryDatabase()
+        let connection = try Connection(path: temporary.directory.appendingPathComponent("cache.sqlite3").path)
         let padding = String(repeating: " ", count: 40)
         let first = "SELECT\(padding)1\(padding)AS value"
         let second = "SELECT\(padding)3\(padding)AS value"
@@ -29,10 +27,8 @@ import Testing
 /// Text is bound from the string's own bytes, with its length.
 @Suite struct TextBindingTests {
     @Test func emptyUnicodeAndNULTextRoundTrip() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-bind-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let connection = try Connection(path: directory.appendingPathComponent("bind.sqlite3").path)
+        let temporary = try TemporaryDatabase()
+        let connection = try Connection(path: temporary.directory.appendingPathComponent("bind.sqlite3").path)
         let long = String(repeating: "Zoë ✓ ", count: 200)
         for text in ["", "a", "exactly15bytes!", "Zoë \"Z\" ✓ שלום 😀", long, "nul\u{0}inside"] {
             let statement = try connection.prepare("SELECT ?1 IS NULL, typeof(?1), length(CAST(?1 AS BLOB)), ?1")
