@@ -13,20 +13,14 @@ enum ResponseEncoder {
 
     /// Appends the head to `head` (a buffer the connection reuses).
     ///
-    /// Two passes: the first measures (and drops unsafe headers), the second copies
-    /// every piece into one scratch buffer, appended to `head` at once (one append
-    /// instead of four per header).
+    /// Two passes: the first measures, the second copies every piece into one scratch
+    /// buffer, appended to `head` at once (one append instead of four per header).
+    /// Both passes skip the same unsafe headers (`isWritten`, two `memchr`s each).
     static func appendHead(of response: Response, to head: inout [UInt8]) {
         let status = response.status
         var length = 8 + decimalLength(status.code) + 1 + status.reason.utf8.count + 2 + 2  // Status: ... \r\n ... \r\n
         var hasLength = false
-        var safe = 0  // bit i set: header i is written (only the first 64 can be; more are written by `slowHead`)
-        guard response.headers.count <= 64 else {
-            slowHead(of: response, to: &head)
-            return
-        }
-        for (index, header) in response.headers.enumerated() where isSafe(header.name) && isSafe(header.value) {
-            safe |= 1 << index
+        for header in response.headers where isWritten(header) {
             if !hasLength && isContentLength(header.name) { hasLength = true }
             length += header.name.utf8.count + 2 + header.value.utf8.count + 2
         }
@@ -42,7 +36,7 @@ enum ResponseEncoder {
             writer.put(" ")
             writer.put(status.reason)
             writer.put("\r\n")
-            for (index, header) in response.headers.enumerated() where safe & (1 << index) != 0 {
+            for header in response.headers where isWritten(header) {
                 writer.put(header.name)
                 writer.put(": ")
                 writer.put(header.value)
@@ -59,27 +53,9 @@ enum ResponseEncoder {
         }
     }
 
-    /// The head appended piece by piece (responses with more than 64 headers).
-    static func slowHead(of response: Response, to head: inout [UInt8]) {
-        append("Status: ", to: &head)
-        head.appendDecimal(Int64(response.status.code))
-        head.append(UInt8(ascii: " "))
-        append(response.status.reason, to: &head)
-        append("\r\n", to: &head)
-        var hasLength = false
-        for header in response.headers where isSafe(header.name) && isSafe(header.value) {
-            if !hasLength && isContentLength(header.name) { hasLength = true }
-            append(header.name, to: &head)
-            append(": ", to: &head)
-            append(header.value, to: &head)
-            append("\r\n", to: &head)
-        }
-        if case .bytes(let bytes) = response.body, !hasLength {
-            append("Content-Length: ", to: &head)
-            head.appendDecimal(Int64(bytes.count))
-            append("\r\n", to: &head)
-        }
-        append("\r\n", to: &head)
+    /// A header is written only when neither its name nor its value holds CR or LF.
+    static func isWritten(_ header: (name: String, value: String)) -> Bool {
+        isSafe(header.name) && isSafe(header.value)
     }
 
     static func decimalLength(_ value: Int) -> Int {
@@ -90,15 +66,6 @@ enum ResponseEncoder {
             count += 1
         }
         return count
-    }
-
-    private static func append(_ literal: StaticString, to bytes: inout [UInt8]) {
-        literal.withUTF8Buffer { bytes.append(contentsOf: $0) }
-    }
-
-    private static func append(_ text: String, to bytes: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
     static func isContentLength(_ name: String) -> Bool {

@@ -161,27 +161,27 @@ extension JSONWriter {
     /// Written as literal pieces (the keys need no escaping): this is every
     /// `GET /user/<id>` answer, so it skips the object writer's bookkeeping.
     mutating func summary(_ user: User) {
-        append(#"{"id":"#)
-        integer(user.id)
-        append(#","name":"#)
-        string(user.name)
-        append(#","email":"#)
-        string(user.email)
+        openUser(user)
         append("}")
     }
 
-    /// The full resource for `/users/<id>`, with timestamps.
+    /// The full resource for `/users/<id>`: the summary's members, then the timestamps.
     mutating func detail(_ user: User) {
-        append(#"{"id":"#)
-        integer(user.id)
-        append(#","name":"#)
-        string(user.name)
-        append(#","email":"#)
-        string(user.email)
+        openUser(user)
         append(#","created_at":"#)
         string(user.createdAt)
         append(#","updated_at":"#)
         string(user.updatedAt)
         append("}")
+    }
+
+    /// `{"id":…,"name":…,"email":…` without the closing brace.
+    private mutating func openUser(_ user: User) {
+        append(#"{"id":"#)
+        integer(user.id)
+        append(#","name":"#)
+        string(user.name)
+        append(#","email":"#)
+        string(user.email)
     }
 }
