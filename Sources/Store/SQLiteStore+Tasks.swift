@@ -28,8 +28,12 @@ extension SQLiteStore: TaskStore {
             .text(task.kind), .text(task.payload), .integer(Int64(task.maxAttempts)), .integer(task.runAt), .text(now),
             task.idempotencyKey.map { .text($0) } ?? .null,
         ]).run()
+        let id = connection.lastInsertRowID
+        var counts = TaskCountChanges()
+        counts.move(from: nil, to: .queued)
+        try counts.write(on: connection)
         return TaskRecord(
-            id: connection.lastInsertRowID, kind: task.kind, payload: task.payload, state: .queued, attempts: 0,
+            id: id, kind: task.kind, payload: task.payload, state: .queued, attempts: 0,
             maxAttempts: task.maxAttempts, runAt: task.runAt, createdAt: now, startedAt: nil, finishedAt: nil,
             lastError: nil, result: nil, idempotencyKey: task.idempotencyKey
         )
@@ -107,6 +111,9 @@ extension SQLiteStore: TaskStore {
                     if try claim.step() { records.append(Self.task(from: claim)) }
                     try claim.run()
                 }
+                var counts = TaskCountChanges()
+                counts.move(records.count, from: .queued, to: .running)
+                try counts.write(on: connection)
                 return records
             }
         }
@@ -129,43 +136,52 @@ extension SQLiteStore: TaskStore {
         }
     }
 
-    /// Runs one state change whose SQL takes the time of the change as `?1` and
-    /// `values` as `?2`…; true when a row changed.
-    private func transition(_ sql: String, _ values: [Statement.Value]) async throws -> Bool {
+    /// Runs one state change of a running task to `to`, whose SQL takes the time of
+    /// the change as `?1` and `values` as `?2`…; true when a row changed.
+    private func transition(to state: TaskState, _ sql: String, _ values: [Statement.Value]) async throws -> Bool {
         try await mapErrors {
             try await database.write { connection in
                 try connection.cached(sql).bind([.text(Timestamp.now())] + values).run()
-                return connection.changes > 0
+                guard connection.changes > 0 else { return false }
+                var counts = TaskCountChanges()
+                counts.move(from: .running, to: state)
+                try counts.write(on: connection)
+                return true
             }
         }
     }
 
     public func markSucceeded(id: Int64, result: String) async throws -> Bool {
         try await transition(
+            to: .succeeded,
             "UPDATE tasks SET state = 'succeeded', result = ?2, finished_at = ?1, updated_at = ?1 WHERE id = ?3 AND state = 'running'",
             [.text(result), .integer(id)])
     }
 
     public func markRetry(id: Int64, runAt: Int64, error: String) async throws -> Bool {
         try await transition(
+            to: .queued,
             "UPDATE tasks SET state = 'queued', run_at = ?2, last_error = ?3, updated_at = ?1 WHERE id = ?4 AND state = 'running'",
             [.integer(runAt), .text(error), .integer(id)])
     }
 
     public func markFailed(id: Int64, error: String) async throws -> Bool {
         try await transition(
+            to: .failed,
             "UPDATE tasks SET state = 'failed', last_error = ?2, finished_at = ?1, updated_at = ?1 WHERE id = ?3 AND state = 'running'",
             [.text(error), .integer(id)])
     }
 
     public func markCancelled(id: Int64) async throws -> Bool {
         try await transition(
+            to: .cancelled,
             "UPDATE tasks SET state = 'cancelled', finished_at = ?1, updated_at = ?1 WHERE id = ?2 AND state = 'running'",
             [.integer(id)])
     }
 
     public func requeue(id: Int64, now: Int64) async throws -> Bool {
         try await transition(
+            to: .queued,
             "UPDATE tasks SET state = 'queued', run_at = ?2, attempts = max(attempts - 1, 0), updated_at = ?1 WHERE id = ?3 AND state = 'running'",
             [.integer(now), .integer(id)])
     }
@@ -180,6 +196,9 @@ extension SQLiteStore: TaskStore {
                 if try update.step() {
                     let record = Self.task(from: update)
                     try update.run()
+                    var counts = TaskCountChanges()
+                    counts.move(from: .queued, to: .cancelled)
+                    try counts.write(on: connection)
                     return .cancelled(record)
                 }
                 let select = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE id = ?")
@@ -196,13 +215,18 @@ extension SQLiteStore: TaskStore {
         try await mapErrors {
             try await database.write { connection in
                 var ids: [Int64] = []
+                var counts = TaskCountChanges()
                 let stamp = Timestamp.now()
                 try connection.prepare(
                     "UPDATE tasks SET state = 'failed', last_error = 'interrupted by a restart with no attempts left', finished_at = ?1, updated_at = ?1 WHERE state = 'running' AND attempts >= max_attempts RETURNING id"
                 ).bind([.text(stamp)]).forEachRow { ids.append($0.integer(0)) }
+                counts.move(ids.count, from: .running, to: .failed)
+                let failed = ids.count
                 try connection.prepare(
                     "UPDATE tasks SET state = 'queued', run_at = ?2, last_error = 'interrupted by a restart', updated_at = ?1 WHERE state = 'running' RETURNING id"
                 ).bind([.text(stamp), .integer(now)]).forEachRow { ids.append($0.integer(0)) }
+                counts.move(ids.count - failed, from: .running, to: .queued)
+                try counts.write(on: connection)
                 return ids
             }
         }
@@ -232,6 +256,9 @@ extension SQLiteStore: TaskStore {
                 ).bind([.text(stamp), .text(text), .integer(taskID)]).run()
                 // Not running any more: throwing rolls this job back, outbox included.
                 guard connection.changes > 0 else { throw TaskStoreError.notRunning }
+                var counts = TaskCountChanges()
+                counts.move(from: .running, to: .succeeded)
+                try counts.write(on: connection)
                 return text
             }
         }
@@ -268,6 +295,9 @@ extension SQLiteStore: TaskStore {
                     ).bind([.text(text), .text(stamp), .integer(id)]).run()
                     ran.append(id)
                 }
+                var counts = TaskCountChanges()
+                counts.move(ran.count, from: .queued, to: .succeeded)
+                try counts.write(on: connection)
                 return ran
             }
         }

@@ -252,15 +252,52 @@ func next(
         await #expect(throws: TaskStoreError.queueFull) { try await fixture.enqueue("sleep", delay: 60_000) }
     }
 
+    /// Since migration 6 the write jobs keep `task_counts` themselves (`TaskCountChanges`):
+    /// after every kind of transition, and after a job that counted and then rolled back,
+    /// it equals counting the rows.
     @Test func taskCountsStayExactThroughEveryTransition() async throws {
         let fixture = try await SchedulerFixture()
         let store = fixture.store
-        for _ in 0..<5 { _ = try await fixture.enqueue("sleep") }
-        let claimed = try await store.claimDue(now: fixture.clock.now(), limit: 3)
-        _ = try await store.markSucceeded(id: claimed[0].id, result: "{}")
-        _ = try await store.markFailed(id: claimed[1].id, error: "x")
-        _ = try await store.requeue(id: claimed[2].id, now: fixture.clock.now())
-        _ = try await store.cancel(id: claimed[2].id)
+        let now = fixture.clock.now()
+        for _ in 0..<8 { _ = try await fixture.enqueue("sleep") }
+        let claimed = try await store.claimDue(now: now, limit: 6)
+        #expect(claimed.count == 6)
+        #expect(try await store.markSucceeded(id: claimed[0].id, result: "{}"))
+        #expect(try await store.markFailed(id: claimed[1].id, error: "x"))
+        #expect(try await store.requeue(id: claimed[2].id, now: now))
+        guard case .cancelled = try await store.cancel(id: claimed[2].id) else { Issue.record("not cancelled"); return }
+        #expect(try await store.markRetry(id: claimed[3].id, runAt: now, error: "again"))
+        #expect(try await store.markCancelled(id: claimed[4].id))
+        // A task that is not running any more is not moved, nor counted.
+        #expect(try await store.markSucceeded(id: claimed[0].id, result: "{}") == false)
+
+        // Welcome tasks: one run straight from the queue; one claimed, completed, and
+        // completed again (that job throws and rolls back).
+        let user = try await store.createUser(name: "Ann", email: "ann@x.io")
+        let payload = BuiltInTasks.welcomePayload(userID: user.id)
+        let welcome = NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0)
+        let first = try await store.enqueue(welcome, queueLimit: 100).task.id
+        #expect(try await store.runQueuedWelcomes(ids: [first], now: now) { _ in "ok" } == [first])
+        let second = try await store.enqueue(welcome, queueLimit: 100).task.id
+        #expect(try await store.claimDue(now: now, limit: 1).map(\.id) == [second])
+        _ = try await store.completeWelcome(taskID: second, userID: user.id) { _ in "ok" }
+        await #expect(throws: TaskStoreError.notRunning) {
+            try await store.completeWelcome(taskID: second, userID: user.id) { _ in "ok" }
+        }
+
+        // A job that inserted (and counted) a task, then failed: both roll back.
+        struct HookFailed: Error {}
+        let failing = SQLiteStore(database: fixture.database) { connection, user in
+            _ = try SQLiteStore.insertTask(
+                NewTask(kind: "welcome", payload: BuiltInTasks.welcomePayload(userID: user.id), maxAttempts: 3, runAt: 0),
+                on: connection)
+            throw HookFailed()
+        }
+        await #expect(throws: (any Error).self) { try await failing.createUser(name: "Bo", email: "bo@x.io") }
+
+        // The restart recovery puts the last running task back in the queue.
+        #expect(try await store.recoverInterrupted(now: now) == [claimed[5].id])
+
         let counted = try await fixture.database.read { connection -> [TaskState: Int] in
             var counts: [TaskState: Int] = [:]
             try connection.prepare("SELECT state, count(*) FROM tasks GROUP BY state").forEachRow { row in
@@ -270,7 +307,7 @@ func next(
         }
         let kept = try await store.taskCounts().filter { $0.value != 0 }
         #expect(kept == counted)
-        #expect(kept == [.queued: 2, .succeeded: 1, .failed: 1, .cancelled: 1])
+        #expect(kept == [.queued: 4, .succeeded: 3, .failed: 1, .cancelled: 2])
     }
 
     @Test func idempotencyKeyReturnsTheSameTask() async throws {
