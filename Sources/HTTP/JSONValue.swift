@@ -107,7 +107,7 @@ public struct JSONParser {
         try enter()
         defer { depth -= 1 }
         index += 1
-        var members: [String: JSONValue] = [:]
+        var members = [String: JSONValue](minimumCapacity: 4)  // a user's fields without regrowth
         skipWhitespace()
         if index < bytes.count && bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -200,6 +200,27 @@ public struct JSONParser {
 
     private mutating func parseString() throws(JSONParseError) -> String {
         index += 1  // opening quote
+        // Most strings have no escapes: they become a String straight from the input
+        // bytes (no buffer; none at all for up to 15 bytes, Swift's small strings).
+        let first = index
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                guard let string = String(validating: bytes[first..<index], as: UTF8.self) else {
+                    throw error("invalid UTF-8 in string")
+                }
+                index += 1
+                return string
+            }
+            if byte == UInt8(ascii: "\\") || byte < 0x20 { break }
+            index += 1
+        }
+        index = first
+        return try parseEscapedString()
+    }
+
+    /// `parseString` for a string with escapes (or an error), from just after its quote.
+    private mutating func parseEscapedString() throws(JSONParseError) -> String {
         var scalars: [UInt8] = []
         var start = index
         while true {

@@ -102,6 +102,7 @@ public final class Statement {
     public func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
     public func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
     public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+    public func isInteger(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_INTEGER }
 
     /// The column as a Swift string, copied at once (SQLite's buffer dies at the next step).
     public func text(_ column: Int32) -> String {

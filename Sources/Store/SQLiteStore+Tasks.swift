@@ -272,16 +272,16 @@ extension SQLiteStore: TaskStore {
             try await database.write { connection in
                 var ran: [Int64] = []
                 for id in ids {
-                    // A payload without a whole user_id is left to the claim path, which fails it.
+                    // A payload without a whole user_id (json_extract gives an INTEGER for
+                    // exactly those that fit Int64) is left to the claim path, which fails it.
                     let due = try connection.cached(
                         """
                         SELECT json_extract(payload, '$.user_id') FROM tasks
                         WHERE id = ? AND kind = 'welcome' AND state = 'queued' AND run_at <= ?
-                            AND json_type(payload, '$.user_id') = 'integer'
                         """
                     )
                     try due.bind([.integer(id), .integer(now)])
-                    let userID: Int64? = try due.step() ? due.integer(0) : nil
+                    let userID: Int64? = try due.step() && due.isInteger(0) ? due.integer(0) : nil
                     due.reset()
                     guard let userID else { continue }
                     let stamp = Timestamp.now()

@@ -114,8 +114,19 @@ enum UserValidation {
             }
         }
         guard let at, at > bytes.startIndex else { return false }
-        let labels = bytes[bytes.index(after: at)...].split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
-        return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty }
+        // Labels counted in place: none empty, at least two.
+        var labels = 1
+        var labelLength = 0
+        for byte in bytes[bytes.index(after: at)...] {
+            if byte == UInt8(ascii: ".") {
+                guard labelLength > 0 else { return false }
+                labels += 1
+                labelLength = 0
+            } else {
+                labelLength += 1
+            }
+        }
+        return labels >= 2 && labelLength > 0
     }
 
     /// Whether every byte of `text` is ASCII (read in place, nothing copied).

@@ -35,6 +35,22 @@ import Testing
         #expect(throws: JSONParseError.self) { try JSONParser.parse(bytes) }
     }
 
+    /// Strings without escapes are read straight from the input; with escapes, through
+    /// a buffer. Both give the same text, small or long, ASCII or not.
+    @Test func stringsWithAndWithoutEscapesDecodeAlike() throws {
+        for text in ["", "a", "fifteen bytes!!", "sixteen bytes!!!", "ann@example.com", "é", "Zoë 😀 שלום",
+                     String(repeating: "long ", count: 50), "\"lead", "trail\\", "mid\ndle", "😀\t"] {
+            var writer = JSONWriter()
+            writer.object { $0.field(text, text) }
+            let parsed = try JSONParser.parse(writer.bytes)
+            #expect(parsed == .object([text: .string(text)]), "\(text)")
+        }
+        // Invalid UTF-8 is refused on either path.
+        for bytes: [UInt8] in [[0x22, 0xC3, 0x22], [0x22, 0x5C, 0x6E, 0xC3, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22]] {
+            #expect(throws: JSONParseError.self) { try JSONParser.parse(bytes) }
+        }
+    }
+
     @Test func limitsNestingDepth() {
         let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
         #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(deep.utf8)) }

@@ -310,6 +310,22 @@ func next(
         #expect(kept == [.queued: 4, .succeeded: 3, .failed: 1, .cancelled: 2])
     }
 
+    /// The payload written with each new user is the one the kind's own validation
+    /// writes, and that validation accepts it back.
+    @Test func welcomePayloadIsTheValidatedOne() async throws {
+        let fixture = try await SchedulerFixture()
+        let welcome = BuiltInTasks.welcome(store: fixture.store)
+        for id: Int64 in [1, 42, 9_007_199_254_740_993, Int64.max] {
+            let payload = BuiltInTasks.welcomePayload(userID: id)
+            #expect(payload == (try welcome.validate(["user_id": .number(Double(id), integer: id)])))
+            guard case .object(let members) = try JSONParser.parse(Array(payload.utf8)) else {
+                Issue.record("not an object: \(payload)")
+                continue
+            }
+            #expect(try welcome.validate(members) == payload)
+        }
+    }
+
     @Test func idempotencyKeyReturnsTheSameTask() async throws {
         let fixture = try await SchedulerFixture()
         let first = try await fixture.scheduler.enqueue(kind: "sleep", payload: [:], idempotencyKey: "k1")
@@ -402,8 +418,11 @@ func next(
         let sleep = try await enqueue("sleep", #"{"seconds":5}"#)
         let cancelled = try await enqueue("welcome", BuiltInTasks.welcomePayload(userID: ann.id))
         _ = try await store.cancel(id: cancelled)
-        let malformed = try await enqueue("welcome", #"{"user_id":"ann"}"#)
-        let ids = [running, forGone, forAnn, later, sleep, cancelled, malformed, 12_345]
+        var malformed: [Int64] = []
+        for payload in [#"{"user_id":"ann"}"#, #"{"user_id":1.5}"#, #"{"user_id":99999999999999999999}"#, "{}", "[]"] {
+            malformed.append(try await enqueue("welcome", payload))
+        }
+        let ids = [running, forGone, forAnn, later, sleep, cancelled] + malformed + [12_345]
         let label: @Sendable (Bool) -> String = { $0 ? "written" : "gone" }
 
         let ran = try await store.runQueuedWelcomes(ids: ids, now: 1000, result: label)
@@ -418,11 +437,13 @@ func next(
         #expect(try await fixture.state(later) == .queued)
         #expect(try await fixture.state(sleep) == .queued)
         #expect(try await fixture.state(cancelled) == .cancelled)
-        #expect(try await fixture.state(malformed) == .queued)  // left to the claim path, which fails it
+        for id in malformed {
+            #expect(try await fixture.state(id) == .queued)  // left to the claim path, which fails it
+        }
         let outbox = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(outbox == 1)
         let counts = try await store.taskCounts()
-        #expect(counts[.succeeded] == 2 && counts[.queued] == 3 && counts[.running] == 1 && counts[.cancelled] == 1)
+        #expect(counts[.succeeded] == 2 && counts[.queued] == 7 && counts[.running] == 1 && counts[.cancelled] == 1)
         // Run again: all finished or not due, so nothing runs and nothing changes.
         #expect(try await store.runQueuedWelcomes(ids: ids, now: 1000, result: label) == [])
         #expect(try await store.task(id: forAnn) == annTask)
