@@ -12,6 +12,10 @@ public final class Connection {
     let handle: OpaquePointer
     private var cache: [StatementKey: Statement] = [:]
     public let path: String
+    /// Whether a `DatabaseThread` batch is running on this connection, and the sums
+    /// its jobs deferred to the commit (see `CommitTally`).
+    var isRunningBatch = false
+    var pendingTallies: [PendingTally] = []
 
     /// Process-wide SQLite settings, applied once before the first connection opens;
     /// `false` when they could not take effect (`sqlite3_config` works only before

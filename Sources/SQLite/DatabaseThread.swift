@@ -136,7 +136,8 @@ final class DatabaseThread: Sendable {
     /// The transaction statements are prepared once (from the connection's cache):
     /// `sqlite3_exec` would parse them again for every batch. A batch of one job needs
     /// no savepoint: when that job fails, rolling back the transaction undoes exactly it.
-    private static func runBatch(_ jobs: [Job], on connection: Connection) -> Bool {
+    /// The sums the jobs deferred (`CommitTally`) are written just before COMMIT.
+    static func runBatch(_ jobs: [Job], on connection: Connection) -> Bool {
         do {
             try connection.cached("BEGIN IMMEDIATE").run()
         } catch {
@@ -145,19 +146,24 @@ final class DatabaseThread: Sendable {
             for job in jobs { job.complete(error) }
             return false
         }
+        connection.beginBatch()
+        defer { connection.endBatch() }
         if jobs.count == 1 {
             guard jobs[0].run(connection) else {
                 try? connection.execute("ROLLBACK")
                 jobs[0].complete(nil)  // delivers the job's own error
                 return true
             }
+            connection.endJob(succeeded: true)
         } else {
             for job in jobs {
                 do {
                     try connection.cached("SAVEPOINT job").run()
                     if job.run(connection) {
                         try connection.cached("RELEASE job").run()
+                        connection.endJob(succeeded: true)
                     } else {
+                        connection.endJob(succeeded: false)
                         try connection.execute("ROLLBACK TO job; RELEASE job")
                     }
                 } catch {
@@ -169,6 +175,7 @@ final class DatabaseThread: Sendable {
             }
         }
         do {
+            try connection.writeTallies()
             try connection.cached("COMMIT").run()
             for job in jobs { job.complete(nil) }
             return true

@@ -1,13 +1,13 @@
 import SQLite
 
-/// What one write job did to the number of tasks in each state, written to
-/// `task_counts` by that job itself, in its own transaction, once per state it changed.
+/// What one write job did to the number of tasks in each state, for `task_counts`.
 ///
 /// `task_counts` lets the queue bound and the metrics read five rows instead of
-/// counting the tasks table. Until migration 6, triggers kept it exact row by row; a
-/// job that moves many tasks (a batch of welcome completions, a claim) now writes one
-/// update per state instead of two per row. Every statement that inserts a task or
-/// changes its state records the move here and the job ends with `write(on:)`, so the
+/// counting the tasks table. Until migration 6, triggers kept it exact row by row (three
+/// updates per task that is created and finished). Now every statement that inserts a
+/// task or changes its state records the move here, and the job ends with
+/// `write(on:)`: the sums go into the transaction's `CommitTally`, which writes one
+/// update per state changed for the whole group commit, just before it commits. So the
 /// counts commit or roll back with the rows they count.
 struct TaskCountChanges {
     private var queued = 0, running = 0, succeeded = 0, failed = 0, cancelled = 0
@@ -40,13 +40,20 @@ struct TaskCountChanges {
         }
     }
 
-    /// Applies the changes inside the caller's open write transaction.
+    /// Adds the changes to the open write transaction's tally.
     func write(on connection: Connection) throws {
-        for state in TaskState.allCases {
-            let delta = self[state]
-            guard delta != 0 else { continue }
+        for (slot, state) in Self.states.enumerated() {
+            try connection.add(self[state], to: slot, of: Self.tally)
+        }
+    }
+
+    private static let states = TaskState.allCases
+
+    /// `task_counts`, one slot per state in `TaskState.allCases` order.
+    static let tally = CommitTally(name: "task_counts", slots: TaskState.allCases.count) { connection, sums in
+        for (slot, state) in Self.states.enumerated() where sums[slot] != 0 {
             try connection.cached("UPDATE task_counts SET count = count + ?1 WHERE state = ?2")
-                .bind([.integer(Int64(delta)), .text(state.rawValue)]).run()
+                .bind([.integer(Int64(sums[slot])), .text(state.rawValue)]).run()
         }
     }
 }
