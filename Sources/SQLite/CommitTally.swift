@@ -90,6 +90,14 @@ extension Connection {
         pending.jobTouched = true
     }
 
+    /// What the open transaction has added to `slot` of `tally` and not written yet
+    /// (the jobs kept so far and the running one): to read a sum as it will commit,
+    /// add this to the written value.
+    public func unwritten(_ slot: Int, of tally: CommitTally) -> Int {
+        guard let pending = pendingTallies.first(where: { $0.tally.name == tally.name }) else { return 0 }
+        return pending.kept[slot] + pending.job[slot]
+    }
+
     /// The batch's jobs run from here until `endBatch()`: additions are deferred.
     func beginBatch() {
         isRunningBatch = true

@@ -42,17 +42,25 @@ extension SQLiteStore: TaskStore {
     public func enqueue(_ task: NewTask, queueLimit: Int) async throws -> (task: TaskRecord, created: Bool) {
         try await mapErrors {
             try await database.write { connection in
-                if let key = task.idempotencyKey {
-                    let existing = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE idempotency_key = ?")
-                    try existing.bind([.text(key)])
-                    defer { try? existing.run() }
-                    if try existing.step() { return (Self.task(from: existing), false) }
-                }
-                let queued = try connection.cached("SELECT count FROM task_counts WHERE state = 'queued'").firstInteger() ?? 0
-                guard queued < queueLimit else { throw TaskStoreError.queueFull }
-                return (try Self.insertTask(task, on: connection), true)
+                try Self.enqueue(task, queueLimit: queueLimit, on: connection)
             }
         }
+    }
+
+    /// `enqueue` inside an open write transaction.
+    static func enqueue(_ task: NewTask, queueLimit: Int, on connection: Connection) throws -> (task: TaskRecord, created: Bool) {
+        if let key = task.idempotencyKey {
+            let existing = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE idempotency_key = ?")
+            try existing.bind([.text(key)])
+            defer { try? existing.run() }
+            if try existing.step() { return (Self.task(from: existing), false) }
+        }
+        // The written count plus what this transaction's earlier jobs queued (their
+        // sums are written only at the commit).
+        let queued = (try connection.cached("SELECT count FROM task_counts WHERE state = 'queued'").firstInteger() ?? 0)
+            + Int64(TaskCountChanges.unwritten(.queued, on: connection))
+        guard queued < queueLimit else { throw TaskStoreError.queueFull }
+        return (try Self.insertTask(task, on: connection), true)
     }
 
     public func task(id: Int64) async throws -> TaskRecord? {

@@ -49,6 +49,11 @@ struct TaskCountChanges {
 
     private static let states = TaskState.allCases
 
+    /// The change to `state` that the open transaction has not written yet.
+    static func unwritten(_ state: TaskState, on connection: Connection) -> Int {
+        connection.unwritten(states.firstIndex(of: state)!, of: tally)
+    }
+
     /// `task_counts`, one slot per state in `TaskState.allCases` order.
     static let tally = CommitTally(name: "task_counts", slots: TaskState.allCases.count) { connection, sums in
         for (slot, state) in Self.states.enumerated() where sums[slot] != 0 {

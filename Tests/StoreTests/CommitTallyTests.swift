@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 
 @testable import SQLite
+@testable import Store
 
 /// A `CommitTally` writes the sums of a group commit's successful jobs once, just
 /// before COMMIT; rolled-back jobs and failed transactions leave nothing behind.
@@ -125,5 +126,28 @@ import Testing
         try connection.add(4, to: 1, of: tally)
         #expect(writes.all == [[0, 4]])
         #expect(try totals() == [0, 4])
+    }
+}
+
+/// The queue bound counts what earlier jobs of the same group commit queued, though
+/// `task_counts` is written only at its commit.
+@Suite struct QueueBoundInOneTransactionTests {
+    @Test func aBatchOfEnqueuesStopsAtTheBound() async throws {
+        let temporary = try TemporaryDatabase()
+        try await Migrations.migrate(temporary.database)
+        let connection = try Connection(path: temporary.directory.appendingPathComponent("users.sqlite3").path)
+        let outcome = CommitTallyTests.Record<Bool>()
+        let jobs = (0..<5).map { index in
+            DatabaseThread.Job(
+                run: { connection in
+                    let task = NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: Int64(index))
+                    return (try? SQLiteStore.enqueue(task, queueLimit: 3, on: connection)) != nil
+                },
+                complete: { error in outcome.append(error == nil) }
+            )
+        }
+        #expect(DatabaseThread.runBatch(jobs, on: connection))
+        #expect(try connection.prepare("SELECT count(*) FROM tasks").firstInteger() == 3)
+        #expect(try connection.prepare("SELECT count FROM task_counts WHERE state = 'queued'").firstInteger() == 3)
     }
 }
