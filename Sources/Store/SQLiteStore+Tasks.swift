@@ -275,56 +275,88 @@ extension SQLiteStore: TaskStore {
     public func runQueuedWelcomes(
         ids: [Int64], now: Int64, result: @escaping @Sendable (_ written: Bool) -> String
     ) async throws -> [Int64] {
-        guard !ids.isEmpty else { return [] }
+        var seen = Set<Int64>(minimumCapacity: ids.count)
+        let unique = ids.filter { seen.insert($0).inserted }
+        guard !unique.isEmpty else { return [] }
+        let idArray = "[" + unique.map(String.init).joined(separator: ",") + "]"
+        let written = result(true)
+        let gone = result(false)
         return try await mapErrors {
             try await database.write { connection in
-                var ran: [Int64] = []
-                for id in ids {
-                    // A payload without a whole user_id (json_extract gives an INTEGER for
-                    // exactly those that fit Int64) is left to the claim path, which fails it.
-                    let due = try connection.cached(
-                        """
-                        SELECT json_extract(payload, '$.user_id') FROM tasks
-                        WHERE id = ? AND kind = 'welcome' AND state = 'queued' AND run_at <= ?
-                        """
-                    )
-                    try due.bind([.integer(id), .integer(now)])
-                    let userID: Int64? = try due.step() && due.isInteger(0) ? due.integer(0) : nil
-                    due.reset()
-                    guard let userID else { continue }
-                    let stamp = Timestamp.now()
-                    let text = result(try Self.writeWelcome(userID: userID, now: stamp, on: connection))
+                // Which tasks run, and whether their user still exists, in the order given.
+                var runnable: [(id: Int64, userExists: Bool)] = []
+                try connection.cached(Self.runnableWelcomesSQL).bind([.text(idArray), .integer(now)]).forEachRow {
+                    runnable.append(($0.integer(0), $0.integer(1) != 0))
+                }
+                guard !runnable.isEmpty else { return [] }
+                let stamp = Timestamp.now()
+                try connection.cached(Self.welcomeOutboxSQL).bind([.text(idArray), .integer(now), .text(stamp)]).run()
+                for task in runnable {
                     try connection.cached(
                         """
                         UPDATE tasks SET state = 'succeeded', attempts = attempts + 1, result = ?1, started_at = ?2,
                             finished_at = ?2, updated_at = ?2
                         WHERE id = ?3
                         """
-                    ).bind([.text(text), .text(stamp), .integer(id)]).run()
-                    ran.append(id)
+                    ).bind([.text(task.userExists ? written : gone), .text(stamp), .integer(task.id)]).run()
                 }
                 var counts = TaskCountChanges()
-                counts.move(ran.count, from: .queued, to: .succeeded)
+                counts.move(runnable.count, from: .queued, to: .succeeded)
                 try counts.write(on: connection)
-                return ran
+                return runnable.map(\.id)
             }
         }
     }
+
+    // The set statements of `runQueuedWelcomes`, for a whole batch: ?1 the task ids as
+    // a JSON array, ?2 now, ?3 the timestamp. A task runs when it is a welcome, queued,
+    // due, and its user_id is an integer (json_extract gives INTEGER for exactly those
+    // that fit Int64); a payload without one is left to the claim path, which fails it.
+    // The ids drive the join (CROSS JOIN fixes the order, and the unary `+` keeps SQLite
+    // from reaching the tasks through tasks_due, a scan of the whole backlog), so each
+    // task is one rowid lookup and no temporary b-tree is built. Per task that leaves
+    // one UPDATE; before, it took four statements.
+
+    /// The runnable tasks among the ids, each with 1 when its user exists.
+    static let runnableWelcomesSQL = """
+        SELECT t.id, u.id IS NOT NULL
+        FROM json_each(?1) j CROSS JOIN tasks t ON t.id = j.value
+            LEFT JOIN users u ON u.id = json_extract(t.payload, '$.user_id')
+        WHERE +t.kind = 'welcome' AND +t.state = 'queued' AND +t.run_at <= ?2
+            AND typeof(json_extract(t.payload, '$.user_id')) = 'integer'
+        """
+
+    /// Their outbox rows, for the users that still exist.
+    static let welcomeOutboxSQL = """
+        INSERT INTO outbox (user_id, recipient, subject, body, created_at)
+        SELECT \(welcomeMessage), ?3
+        FROM json_each(?1) j CROSS JOIN tasks t ON t.id = j.value
+            CROSS JOIN users u ON u.id = json_extract(t.payload, '$.user_id')
+        WHERE +t.kind = 'welcome' AND +t.state = 'queued' AND +t.run_at <= ?2
+            AND typeof(json_extract(t.payload, '$.user_id')) = 'integer'
+        ON CONFLICT (user_id) DO NOTHING
+        """
+
+    /// The outbox row of a welcome for the user `u` (columns user_id, recipient,
+    /// subject and body), shared by both ways a welcome runs.
+    static let welcomeMessage = "u.id, u.email, 'Welcome to usersd', 'Hello ' || u.name || ', your account is ready.'"
 
     /// Writes the welcome message for `userID` into the outbox inside an open write
     /// transaction; false when the user no longer exists. A user never gets a second
     /// row (UNIQUE(user_id) + DO NOTHING).
     static func writeWelcome(userID: Int64, now: String, on connection: Connection) throws -> Bool {
-        let user = try connection.cached("SELECT name, email FROM users WHERE id = ?")
-        try user.bind([.integer(userID)])
-        defer { try? user.run() }
-        guard try user.step() else { return false }
         try connection.cached(
-            "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING"
-        ).bind([
-            .integer(userID), .text(user.text(1)), .text("Welcome to usersd"),
-            .text("Hello \(user.text(0)), your account is ready."), .text(now),
-        ]).run()
-        return true
+            """
+            INSERT INTO outbox (user_id, recipient, subject, body, created_at)
+            SELECT \(welcomeMessage), ?2 FROM users u WHERE u.id = ?1
+            ON CONFLICT (user_id) DO NOTHING
+            """
+        ).bind([.integer(userID), .text(now)]).run()
+        if connection.changes > 0 { return true }
+        // No row: the user is gone, or already has one.
+        let user = try connection.cached("SELECT 1 FROM users WHERE id = ?")
+        try user.bind([.integer(userID)])
+        defer { user.reset() }
+        return try user.step()
     }
 }

@@ -83,6 +83,15 @@ final class SchedulerFixture: Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
+    /// The recipient, subject and body of the user's outbox row, if any.
+    func outboxMessage(userID: Int64) async throws -> [String]? {
+        try await database.read { connection in
+            let row = try connection.prepare("SELECT recipient, subject, body FROM outbox WHERE user_id = ?")
+            try row.bind([.integer(userID)])
+            return try row.step() ? [row.text(0), row.text(1), row.text(2)] : nil
+        }
+    }
+
     func enqueue(_ kind: String, _ payload: [String: JSONValue] = [:], delay: Int64 = 0) async throws -> Int64 {
         try await scheduler.enqueue(kind: kind, payload: payload, delayMilliseconds: delay).task.id
     }
@@ -365,9 +374,14 @@ func next(
                 try await store.completeWelcome(taskID: claimed.id, userID: userID, result: label)
             }
         }
+        // A welcome for a user who already has the row: counted as written, no second row.
+        _ = try await store.enqueue(NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10)
+        let again = try #require(try await store.claimDue(now: 1, limit: 1).first)
+        #expect(try await store.completeWelcome(taskID: again.id, userID: user.id) { $0 ? "written" : "gone" } == "written")
         let rows = try await fixture.database.read { try $0.prepare("SELECT user_id FROM outbox").firstInteger() }
         let count = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(rows == user.id && count == 1)
+        #expect(try await fixture.outboxMessage(userID: user.id) == ["ann@x.io", "Welcome to usersd", "Hello Ann, your account is ready."])
     }
 
     /// A completion for a task that is not running (here: still queued) writes no outbox row.
@@ -422,7 +436,7 @@ func next(
         for payload in [#"{"user_id":"ann"}"#, #"{"user_id":1.5}"#, #"{"user_id":99999999999999999999}"#, "{}", "[]"] {
             malformed.append(try await enqueue("welcome", payload))
         }
-        let ids = [running, forGone, forAnn, later, sleep, cancelled] + malformed + [12_345]
+        let ids = [running, forGone, forAnn, later, sleep, cancelled] + malformed + [12_345, forAnn]  // forAnn twice: runs once
         let label: @Sendable (Bool) -> String = { $0 ? "written" : "gone" }
 
         let ran = try await store.runQueuedWelcomes(ids: ids, now: 1000, result: label)
@@ -442,6 +456,7 @@ func next(
         }
         let outbox = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(outbox == 1)
+        #expect(try await fixture.outboxMessage(userID: ann.id) == ["ann@x.io", "Welcome to usersd", "Hello Ann, your account is ready."])
         let counts = try await store.taskCounts()
         #expect(counts[.succeeded] == 2 && counts[.queued] == 7 && counts[.running] == 1 && counts[.cancelled] == 1)
         // Run again: all finished or not due, so nothing runs and nothing changes.

@@ -119,3 +119,25 @@ import Testing
         #expect(try await rows("SELECT id FROM tasks WHERE idempotency_key = 'key-2'") == ["3"])
     }
 }
+
+/// The set statements of `runQueuedWelcomes` reach each task by its id, whatever the
+/// backlog of queued tasks (through tasks_due they would scan it), and build no
+/// temporary b-tree.
+@Suite struct WelcomeStatementPlanTests {
+    @Test func welcomesAreLookedUpByRowid() async throws {
+        let temporary = try TemporaryDatabase()
+        try await Migrations.migrate(temporary.database)
+        for sql in [SQLiteStore.runnableWelcomesSQL, SQLiteStore.welcomeOutboxSQL] {
+            let (plan, opcodes) = try await temporary.database.write { connection in
+                var details: [String] = []
+                try connection.prepare("EXPLAIN QUERY PLAN " + sql).forEachRow { details.append($0.text(3)) }
+                var names: [String] = []
+                try connection.prepare("EXPLAIN " + sql).forEachRow { names.append($0.text(1)) }
+                return (details, names)
+            }
+            #expect(plan.first?.hasPrefix("SCAN j VIRTUAL TABLE") == true, "\(plan)")
+            #expect(plan.dropFirst().allSatisfy { $0.hasPrefix("SEARCH") && $0.contains("USING INTEGER PRIMARY KEY (rowid=?)") }, "\(plan)")
+            #expect(!opcodes.contains("OpenEphemeral"))
+        }
+    }
+}
