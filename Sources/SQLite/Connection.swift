@@ -33,7 +33,15 @@ public final class Connection {
     /// default 64 KiB) it spills to a new file in /var/tmp, created, written and
     /// unlinked per transaction. `temp_store = MEMORY` would keep it in memory too,
     /// but in 1 KiB chunks: one `malloc` per KiB.
-    private static let statementJournalSpillBytes = 4 << 20
+    ///
+    /// Not more: with 192 KiB or more, Debian's SQLite 3.40.1 fails a transaction whose
+    /// statement journal outgrows the memory and spills ("database or disk is full",
+    /// SQLITE_FULL; found with a migration over 200,000 tasks, reproduced outside
+    /// usersd with a large UPDATE or DELETE inside BEGIN … COMMIT). 128 KiB spills
+    /// correctly, and a group commit's savepoints stay below it (each job's
+    /// sub-journal is emptied when its savepoint is released). The test
+    /// `LargeMigrationTests` runs such a transaction.
+    private static let statementJournalSpillBytes = 128 << 10
 
     /// Opens (creating when `readOnly` is false) the database at `path`.
     public init(path: String, readOnly: Bool = false, busyTimeoutMilliseconds: Int32 = 5000) throws(SQLiteError) {
