@@ -151,7 +151,7 @@ public enum Migrations {
             // and a finished task took a tasks_due entry nothing reads: 39k of the 222k
             // instructions of a POST /add-user under load (callgrind, 32 connections).
             // Now each write job updates task_counts once per state it changed
-            // (`TaskCountChanges`), the unique key indexes only the tasks that have one,
+            // (`TaskCounts`), the unique key indexes only the tasks that have one,
             // and tasks_due holds the queued tasks only (it keeps its `state` column: with
             // it the planner prefers it to tasks_state_id for the claim's range on run_at).
             // Same rebuild as migration 5; rows, ids, the AUTOINCREMENT mark and task_counts

@@ -29,9 +29,7 @@ extension SQLiteStore: TaskStore {
             task.idempotencyKey.map { .text($0) } ?? .null,
         ]).run()
         let id = connection.lastInsertRowID
-        var counts = TaskCountChanges()
-        counts.move(from: nil, to: .queued)
-        try counts.write(on: connection)
+        try TaskCounts.move(from: nil, to: .queued, on: connection)
         return TaskRecord(
             id: id, kind: task.kind, payload: task.payload, state: .queued, attempts: 0,
             maxAttempts: task.maxAttempts, runAt: task.runAt, createdAt: now, startedAt: nil, finishedAt: nil,
@@ -58,7 +56,7 @@ extension SQLiteStore: TaskStore {
         // The written count plus what this transaction's earlier jobs queued (their
         // sums are written only at the commit).
         let queued = (try connection.cached("SELECT count FROM task_counts WHERE state = 'queued'").firstInteger() ?? 0)
-            + Int64(TaskCountChanges.unwritten(.queued, on: connection))
+            + Int64(TaskCounts.unwritten(.queued, on: connection))
         guard queued < queueLimit else { throw TaskStoreError.queueFull }
         return (try Self.insertTask(task, on: connection), true)
     }
@@ -119,9 +117,7 @@ extension SQLiteStore: TaskStore {
                     if try claim.step() { records.append(Self.task(from: claim)) }
                     try claim.run()
                 }
-                var counts = TaskCountChanges()
-                counts.move(records.count, from: .queued, to: .running)
-                try counts.write(on: connection)
+                try TaskCounts.move(records.count, from: .queued, to: .running, on: connection)
                 return records
             }
         }
@@ -151,9 +147,7 @@ extension SQLiteStore: TaskStore {
             try await database.write { connection in
                 try connection.cached(sql).bind([.text(Timestamp.now())] + values).run()
                 guard connection.changes > 0 else { return false }
-                var counts = TaskCountChanges()
-                counts.move(from: .running, to: state)
-                try counts.write(on: connection)
+                try TaskCounts.move(from: .running, to: state, on: connection)
                 return true
             }
         }
@@ -204,9 +198,7 @@ extension SQLiteStore: TaskStore {
                 if try update.step() {
                     let record = Self.task(from: update)
                     try update.run()
-                    var counts = TaskCountChanges()
-                    counts.move(from: .queued, to: .cancelled)
-                    try counts.write(on: connection)
+                    try TaskCounts.move(from: .queued, to: .cancelled, on: connection)
                     return .cancelled(record)
                 }
                 let select = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE id = ?")
@@ -223,18 +215,16 @@ extension SQLiteStore: TaskStore {
         try await mapErrors {
             try await database.write { connection in
                 var ids: [Int64] = []
-                var counts = TaskCountChanges()
                 let stamp = Timestamp.now()
                 try connection.prepare(
                     "UPDATE tasks SET state = 'failed', last_error = 'interrupted by a restart with no attempts left', finished_at = ?1, updated_at = ?1 WHERE state = 'running' AND attempts >= max_attempts RETURNING id"
                 ).bind([.text(stamp)]).forEachRow { ids.append($0.integer(0)) }
-                counts.move(ids.count, from: .running, to: .failed)
+                try TaskCounts.move(ids.count, from: .running, to: .failed, on: connection)
                 let failed = ids.count
                 try connection.prepare(
                     "UPDATE tasks SET state = 'queued', run_at = ?2, last_error = 'interrupted by a restart', updated_at = ?1 WHERE state = 'running' RETURNING id"
                 ).bind([.text(stamp), .integer(now)]).forEachRow { ids.append($0.integer(0)) }
-                counts.move(ids.count - failed, from: .running, to: .queued)
-                try counts.write(on: connection)
+                try TaskCounts.move(ids.count - failed, from: .running, to: .queued, on: connection)
                 return ids
             }
         }
@@ -264,9 +254,7 @@ extension SQLiteStore: TaskStore {
                 ).bind([.text(stamp), .text(text), .integer(taskID)]).run()
                 // Not running any more: throwing rolls this job back, outbox included.
                 guard connection.changes > 0 else { throw TaskStoreError.notRunning }
-                var counts = TaskCountChanges()
-                counts.move(from: .running, to: .succeeded)
-                try counts.write(on: connection)
+                try TaskCounts.move(from: .running, to: .succeeded, on: connection)
                 return text
             }
         }
@@ -300,9 +288,7 @@ extension SQLiteStore: TaskStore {
                         """
                     ).bind([.text(task.userExists ? written : gone), .text(stamp), .integer(task.id)]).run()
                 }
-                var counts = TaskCountChanges()
-                counts.move(runnable.count, from: .queued, to: .succeeded)
-                try counts.write(on: connection)
+                try TaskCounts.move(runnable.count, from: .queued, to: .succeeded, on: connection)
                 return runnable.map(\.id)
             }
         }

@@ -261,7 +261,7 @@ func next(
         await #expect(throws: TaskStoreError.queueFull) { try await fixture.enqueue("sleep", delay: 60_000) }
     }
 
-    /// Since migration 6 the write jobs keep `task_counts` themselves (`TaskCountChanges`):
+    /// Since migration 6 the write jobs keep `task_counts` themselves (`TaskCounts`):
     /// after every kind of transition, and after a job that counted and then rolled back,
     /// it equals counting the rows.
     @Test func taskCountsStayExactThroughEveryTransition() async throws {
