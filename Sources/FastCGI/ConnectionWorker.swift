@@ -6,35 +6,38 @@ import Lifecycle
 
 /// Serves the requests of one FastCGI connection on the current thread.
 ///
-/// The whole connection is one task: started on this thread, preferring this
-/// thread's executor, it reads each request, runs its async handler and writes the
-/// answer, in a loop until the connection closes. Requests create no task of their
-/// own, and their handlers' frames reuse the memory the connection's task already
-/// holds (a task keeps its allocator slabs until it ends). The task blocks this
-/// thread while it waits for the next request: that is fine, the thread serves this
-/// connection only, and jobs that arrive for its executor meanwhile go to the
-/// `OverflowRunner` (see `WorkerExecutor.whileWaiting`).
+/// The worker thread runs one task for its whole life (see `WorkerPool`), started on
+/// this thread and preferring this thread's executor; `serve()` runs inside it and
+/// reads each request, runs its async handler and writes the answer, in a loop until
+/// the connection closes. Requests and connections create no task of their own, and
+/// handlers' frames reuse the memory the thread's task already holds (a task keeps
+/// its allocator slabs until it ends). The task blocks this thread while it waits for
+/// the next request: that is fine, the thread serves this connection only, and jobs
+/// that arrive for its executor meanwhile go to the `OverflowRunner` (see
+/// `WorkerExecutor.whileWaiting`).
 ///
 /// The `FCGX_Request` is allocated once per connection (libfcgi's streams point back
 /// at it, so its address must not change) and never leaves this thread; handlers
-/// receive copied `Request` values.
+/// receive copied `Request` values. The executor and the buffers belong to the thread
+/// (`WorkerThreadResources`) and serve its connections one after another.
 struct ConnectionWorker: Sendable {
     let fd: Int32
     let state: WorkerState
     let context: ConnectionContext
+    let resources: WorkerThreadResources
 
-    func serve() {
+    /// Serves the connection until it closes. Call from the thread's task, on the
+    /// thread that owns `resources`.
+    func serve() async {
         let request = FCGXRequestBox(fd: fd)
-        let executor = WorkerExecutor()
-        executor.run { [self] in await serveRequests(request.pointer, executor: executor) }
+        await serveRequests(request.pointer, executor: resources.executor)
         request.deallocate()
         state.markAccepting()
     }
 
     private func serveRequests(_ request: UnsafeMutablePointer<FCGX_Request>, executor: WorkerExecutor) async {
-        var peekBuffer = [UInt8](repeating: 0, count: 8192)
-        var headBuffer: [UInt8] = []
-        headBuffer.reserveCapacity(512)
+        var (peekBuffer, headBuffer) = resources.takeBuffers()
+        defer { resources.putBack(peek: peekBuffer, head: headBuffer) }
         while true {
             // Always read the next request: nginx may already have sent it on this
             // connection, even while draining (closing now would lose it).
@@ -125,6 +128,47 @@ struct ConnectionWorker: Sendable {
 
     /// Bodies up to this size are copied behind the head and written with it.
     static let coalesceLimit = 16 * 1024
+}
+
+/// What a worker thread keeps from one connection to the next: its executor and the
+/// buffers its connections read params into and build response heads in.
+///
+/// A connection is short under load (nginx closes upstream connections beyond its
+/// idle `keepalive` cache: one in seven requests came on a new one in `make bench`).
+/// Made per connection, these and the connection's task cost 24,000 instructions,
+/// almost as much as the request served on it (zeroing the 8 KiB peek buffer alone
+/// was 8,000).
+///
+/// `@unchecked Sendable`: created by its worker thread and used only there.
+final class WorkerThreadResources: @unchecked Sendable {
+    /// The peek buffer's usual size: a request's params are usually under 1 KB.
+    static let peekBytes = 8192
+
+    let executor = WorkerExecutor()
+    private var peek: [UInt8]
+    private var head: [UInt8]
+
+    init() {
+        peek = [UInt8](repeating: 0, count: Self.peekBytes)
+        head = []
+        head.reserveCapacity(512)
+    }
+
+    /// Moves the buffers out for a connection (no copy: the box keeps empty arrays).
+    func takeBuffers() -> (peek: [UInt8], head: [UInt8]) {
+        defer {
+            peek = []
+            head = []
+        }
+        return (peek, head)
+    }
+
+    /// Takes the buffers back when the connection ends. A peek buffer grown for one
+    /// oversized request is not kept.
+    func putBack(peek: [UInt8], head: [UInt8]) {
+        self.peek = peek.count > Self.peekBytes ? [UInt8](repeating: 0, count: Self.peekBytes) : peek
+        self.head = head
+    }
 }
 
 /// The connection's `FCGX_Request`, at a fixed address for the connection's life.

@@ -28,7 +28,7 @@ enum ParamsGuard {
     /// Blocks until the next request's params are complete (waiting for the first
     /// byte as long as nginx keeps the connection idle, then at most `deadline`
     /// seconds for the rest).
-    /// `buffer` is the connection's peek buffer, reused across its requests (start it
+    /// `buffer` is the worker thread's peek buffer, reused across requests (start it
     /// small: a request's params are usually under 1 KB; it grows when needed).
     static func check(fd: Int32, buffer: inout [UInt8], deadlineSeconds: Double = 2) -> Verdict {
         var started: Double?

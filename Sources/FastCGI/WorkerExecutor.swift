@@ -2,18 +2,19 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// Runs a connection's task, and with it every request's async handler, on the
-/// FastCGI worker thread that accepted the connection.
+/// Runs a worker thread's task, and with it every request's async handler, on that
+/// FastCGI worker thread.
 ///
-/// The worker calls `run(_:)` once per connection. It starts the connection's task as
-/// an *immediate* task that prefers this executor: it runs synchronously on the
-/// worker thread up to its first suspension, so a handler that never suspends (a GET
-/// served from the worker's own read connection or the user cache) costs no enqueue,
-/// no lock round trip and no thread switch. A handler that suspends (a write waits
-/// for the database thread) is resumed through `enqueue`, and the worker runs those
-/// jobs until the task is done. While the task blocks waiting for the next request
-/// (`whileWaiting`), jobs that still arrive for this executor are handed to the
-/// shared `OverflowRunner` so they can never starve.
+/// The worker calls `run(_:)` once for its life (the probe thread once per probe).
+/// It starts the task as an *immediate* task that prefers this executor: it runs
+/// synchronously on the worker thread up to its first suspension, so a handler that
+/// never suspends (a GET served from the worker's own read connection or the user
+/// cache) costs no enqueue, no lock round trip and no thread switch. A handler that
+/// suspends (a write waits for the database thread) is resumed through `enqueue`,
+/// and the worker runs those jobs until the task is done. While the task blocks
+/// waiting for the next request or connection (`whileWaiting`), jobs that still
+/// arrive for this executor are handed to the shared `OverflowRunner` so they can
+/// never starve.
 final class WorkerExecutor: TaskExecutor {
     private struct State {
         var jobs: [UnownedJob] = []

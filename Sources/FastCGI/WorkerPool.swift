@@ -51,7 +51,10 @@ final class WorkerPool: Sendable {
         guard !state.withLock({ $0.isDraining }) else { return false }
         let context = self.context
         let thread = Thread {
-            ConnectionWorker(fd: fd, state: WorkerState(), context: context).serve()
+            let resources = WorkerThreadResources()
+            resources.executor.run {
+                await ConnectionWorker(fd: fd, state: WorkerState(), context: context, resources: resources).serve()
+            }
         }
         thread.name = "usersd-probe"
         thread.start()
@@ -82,11 +85,25 @@ final class WorkerPool: Sendable {
         thread.start()
     }
 
+    /// The thread's life: one task, on this thread's executor, that accepts a
+    /// connection, serves it, and accepts again until enough other threads are idle.
     private func run(_ worker: WorkerState) {
         worker.setThread(pthread_self())
         context.hooks.started()
+        let resources = WorkerThreadResources()
+        resources.executor.run { [self] in await acceptAndServe(worker, resources: resources) }
+        context.hooks.stopping()
+        let empty = state.withLock { state -> Bool in
+            state.threads -= 1
+            state.workers[ObjectIdentifier(worker)] = nil
+            return state.threads == 0 && state.isDraining
+        }
+        if empty { emptied.signal() }
+    }
+
+    private func acceptAndServe(_ worker: WorkerState, resources: WorkerThreadResources) async {
         while true {
-            let fd = listener.acceptBlocking()
+            let (fd, code) = resources.executor.whileWaiting { (listener.acceptBlocking(), errno) }
             let (keepGoing, spawnAnother) = state.withLock { state -> (Bool, Bool) in
                 state.accepting -= 1
                 if fd >= 0 { state.accepted += 1 }
@@ -95,9 +112,8 @@ final class WorkerPool: Sendable {
             }
             if spawnAnother { spawn() }
             if fd >= 0 {
-                ConnectionWorker(fd: fd, state: worker, context: context).serve()
+                await ConnectionWorker(fd: fd, state: worker, context: context, resources: resources).serve()
             } else if keepGoing {
-                let code = errno
                 if code != EINTR && code != EAGAIN && code != ECONNABORTED && code != EPROTO {
                     Log.acceptFailed(code)
                     usleep(100_000)  // out of descriptors or similar: back off, do not spin
@@ -108,15 +124,8 @@ final class WorkerPool: Sendable {
                 state.accepting += 1
                 return true
             }
-            if !acceptAgain { break }
+            if !acceptAgain { return }
         }
-        context.hooks.stopping()
-        let empty = state.withLock { state -> Bool in
-            state.threads -= 1
-            state.workers[ObjectIdentifier(worker)] = nil
-            return state.threads == 0 && state.isDraining
-        }
-        if empty { emptied.signal() }
     }
 
     /// Stops accepting (once; later calls do nothing). Threads in `accept` return;

@@ -48,3 +48,61 @@ def test_many_keepalive_clients_all_answered(api, http):
     assert not bad, f"{len(bad)} of {len(done)} not 200, e.g. {bad[:3]}"
     for response in during + after:
         expect_json(response, 200)
+
+
+def test_one_worker_thread_serves_connection_after_connection(make_stack):
+    """With one FastCGI thread (--max-connections 1) every connection is served by the
+    same thread, whose task, executor and buffers carry over from one connection to the
+    next: 90 connections in turn, plain, kept for two requests, with params that outgrow
+    the peek buffer (20 KB) and with params answered 431 (70 KB), all get the right
+    answer, and the thread stays the only one."""
+    import json
+
+    import fcgi_fuzz as fz
+    import reliability as rel
+
+    stack = make_stack(args=["--max-connections", "1"]).start()
+    socket_path = str(stack.service.socket)
+    threads_before = rel.thread_count(stack.service.pid)
+
+    def exchange(*requests_bytes: bytes, statuses=(200,), kept=False) -> fz.Outcome:
+        case = fz.Case("reuse", 0, list(requests_bytes), expect="response", statuses=statuses,
+                       responses=len(requests_bytes), sequential=kept)
+        outcome = fz.run_case(socket_path, case, timeout=10)
+        assert not outcome.problems(), outcome.problems()
+        return outcome
+
+    def bodies(stdout: bytes) -> list[bytes]:
+        """The bodies of the answers in one connection's stdout, by Content-Length."""
+        found = []
+        while stdout:
+            head, _, rest = stdout.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            found.append(rest[:length])
+            stdout = rest[length:]
+        return found
+
+    body = b'{"name":"Reuse","email":"reuse@example.com"}'
+    created = exchange(fz.request_bytes(fz.http_params("POST", "/add-user", body), body), statuses=(201,))
+    user = json.loads(created.stdout.partition(b"\r\n\r\n")[2])["user"]
+    get = fz.http_params("GET", f"/user/{user['id']}")
+    for i in range(90):
+        if i % 30 == 10:
+            padded = dict(get, HTTP_X_PADDING="p" * 20_000)
+            outcome = exchange(fz.request_bytes(padded))
+        elif i % 30 == 20:
+            huge = dict(get, HTTP_X_PADDING="p" * 70_000)
+            exchange(fz.request_bytes(huge, params_chunk=32_768), statuses=(431,))
+            continue
+        elif i % 3 == 0:
+            kept = fz.request_bytes(get, flags=1)  # FCGI_KEEP_CONN
+            outcome = exchange(kept, kept, kept=True)
+        else:
+            outcome = exchange(fz.request_bytes(get))
+        answers = bodies(outcome.stdout)
+        assert len(answers) == (2 if i % 3 == 0 and i % 30 != 10 else 1), (i, outcome.stdout[:300])
+        for answer in answers:
+            assert json.loads(answer) == user, (i, outcome.stdout[:300])
+    assert rel.thread_count(stack.service.pid) == threads_before
+    assert stack.service.running()
