@@ -40,5 +40,6 @@ let package = Package(
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Store", "SQLite", "HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "UsersAppTests", dependencies: ["UsersApp", "HTTP", "Store"], swiftSettings: swiftSettings),
+        .testTarget(name: "LifecycleTests", dependencies: ["Lifecycle"], swiftSettings: swiftSettings),
     ]
 )
