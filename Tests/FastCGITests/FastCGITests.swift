@@ -160,6 +160,53 @@ import Testing
         #expect(ParamsGuard.inspect(bytes[...]) == .tooLarge(7))
     }
 
+    /// A connected pair of unix stream sockets, as nginx and usersd hold one.
+    func socketPair() -> (nginx: Int32, usersd: Int32) {
+        var fds: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        return (fds[0], fds[1])
+    }
+
+    func send(_ bytes: [UInt8], to fd: Int32) {
+        #expect(bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count)
+    }
+
+    @Test func checkOnASocketLeavesTheRequestForLibfcgi() {
+        let (nginx, usersd) = socketPair()
+        defer { close(nginx); close(usersd) }
+        let request = begin + record(4, id: 7, pair("REQUEST_METHOD", "GET")) + record(4, id: 7, []) + record(5, id: 7, [])
+        send(request, to: nginx)
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        #expect(ParamsGuard.check(fd: usersd, buffer: &buffer) == .ok)
+        // Only peeked: every byte is still there for FCGX_Accept_r to read.
+        var unread = [UInt8](repeating: 0, count: 8192)
+        let count = unread.withUnsafeMutableBytes { recv(usersd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        #expect(count == request.count)
+        #expect(Array(unread[..<max(count, 0)]) == request)
+    }
+
+    @Test func checkSeesAClosedConnection() {
+        let (nginx, usersd) = socketPair()
+        defer { close(usersd) }
+        close(nginx)
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        #expect(ParamsGuard.check(fd: usersd, buffer: &buffer) == .closed)
+    }
+
+    /// Draining wakes an idle kept connection with `shutdown(SHUT_RD)` (see
+    /// `WorkerState.closeIfIdle`): whether it comes before the wait or during it,
+    /// the check ends as closed, and the connection is not left waiting.
+    @Test func shutdownForReadingEndsTheWait() async {
+        let (nginx, usersd) = socketPair()
+        defer { close(nginx); close(usersd) }
+        let waiting = Task.detached {
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            return ParamsGuard.check(fd: usersd, buffer: &buffer)
+        }
+        shutdown(usersd, Int32(SHUT_RD))
+        #expect(await waiting.value == .closed)
+    }
+
     @Test func malformedRecordsAreInvalid() {
         #expect(ParamsGuard.inspect([2, 1, 0, 1, 0, 0, 0, 0][...]) == .invalid)  // version 2
         #expect(ParamsGuard.inspect([1, 42, 0, 1, 0, 0, 0, 0][...]) == .invalid)  // type 42
