@@ -16,7 +16,9 @@ Needs valgrind (Debian package). usersd gets a fresh database with 50 users firs
 With CONNECTIONS=N the requests go over N kept connections at once, as under load:
 for POST that is the only deterministic view of group commit (many jobs per
 transaction, welcome tasks run in batches); one connection is the worst case of
-a commit per request.
+a commit per request. With NEWCONN=1 each request comes on a connection of its
+own (as when nginx closes connections beyond its idle keepalive cache): the
+difference to the default is what a new connection costs.
 """
 import os
 import re
@@ -106,7 +108,11 @@ def main() -> None:
                 one(sock, 100_000 + i)
             subprocess.run(["callgrind_control", "--zero", str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             connections = int(os.environ.get("CONNECTIONS", "1"))
-            if connections == 1:
+            if os.environ.get("NEWCONN"):
+                for i in range(count):
+                    with connect() as own:
+                        one(own, i)
+            elif connections == 1:
                 for i in range(count):
                     one(sock, i)
             else:
