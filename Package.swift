@@ -34,7 +34,7 @@ let package = Package(
             dependencies: ["HTTP", "FastCGI", "Store", "Scheduler", "Lifecycle"],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(name: "usersd", dependencies: ["UsersApp"], swiftSettings: swiftSettings),
+        .executableTarget(name: "usersd", dependencies: ["UsersApp", "Lifecycle"], swiftSettings: swiftSettings),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SQLite", "HTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "HTTP"], swiftSettings: swiftSettings),

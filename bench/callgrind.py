@@ -70,7 +70,13 @@ def main() -> None:
             os.unlink(sock_path)
         args = [binary, "serve", "--socket", sock_path, "--db", f"{work}/users.sqlite3", "--log-level", "warning"] \
             if is_usersd else [binary, sock_path, "4"]
-        process = subprocess.Popen(prefix + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # `usersd serve` re-executes itself to set GLIBC_TUNABLES unless it is set
+        # (Sources/Lifecycle/MallocTuning.swift); under valgrind that exec would leave
+        # valgrind behind, so the same settings are passed in.
+        env = dict(os.environ)
+        if is_usersd:
+            env.setdefault("GLIBC_TUNABLES", "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=32")
+        process = subprocess.Popen(prefix + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         for _ in range(600):
             if os.path.exists(sock_path):
                 break

@@ -107,7 +107,10 @@ struct Server {
             metrics: application.metrics, probePath: Router.normalizedPrefix(configuration.mountPrefix) + "/healthz"
         )
         watchdog.start()
-        Log.info("serving", ["socket": describe(listen), "db": configuration.databasePath, "version": Usersd.version])
+        Log.info("serving", [
+            "socket": describe(listen), "db": configuration.databasePath, "version": Usersd.version,
+            "malloc": environment["GLIBC_TUNABLES"] ?? "",
+        ])
         notifier.notify("READY=1\nSTATUS=serving")
 
         while true {

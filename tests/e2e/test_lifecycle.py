@@ -283,3 +283,35 @@ def test_last_response_of_a_drain_makes_nginx_close_the_kept_connection(make_sta
     user = json.loads(stdout.partition(b"\r\n\r\n")[2])["user"]
     stack.service.start()
     assert expect_json(requests.get(stack.url(f"/user/{user['id']}"), timeout=TIMEOUT), 200) == user
+
+
+def _serving_line(service) -> str:
+    lines = [line for line in service.log_text().splitlines() if "msg=serving" in line]
+    assert len(lines) == 1, service.log_text()[-2000:]
+    return lines[0]
+
+
+def test_serve_sets_its_malloc_settings_once_and_keeps_its_pid(make_stack):
+    """`usersd serve` re-executes itself once to give glibc its malloc settings
+    (GLIBC_TUNABLES is read only at process start). The process that serves, sends
+    READY=1 and takes SIGTERM is the one that was started; an operator's own
+    GLIBC_TUNABLES (even empty) is kept instead."""
+    import os
+
+    inherited = os.environ.get("GLIBC_TUNABLES")
+    stack = make_stack().start()
+    service = stack.service
+    expected = inherited if inherited is not None else "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=32"
+    assert f'malloc="{expected}"' in _serving_line(service) or f"malloc={expected}" in _serving_line(service)
+    assert service.notify.seen("READY=1"), service.notify.lines
+    with open(f"/proc/{service.pid}/cmdline", "rb") as cmdline:
+        assert b"serve" in cmdline.read().split(b"\0")
+    expect_json(requests.get(stack.url("/healthz"), timeout=TIMEOUT), 200)
+    assert service.stop() == 0
+
+    for own in ("glibc.malloc.tcache_count=7", ""):
+        stack = make_stack(env={"GLIBC_TUNABLES": own}).start()
+        line = _serving_line(stack.service)
+        assert f'malloc="{own}"' in line or f"malloc={own} " in line + " ", line
+        expect_json(requests.get(stack.url("/healthz"), timeout=TIMEOUT), 200)
+        assert stack.service.stop() == 0

@@ -1,0 +1,36 @@
+import Glibc
+
+/// glibc malloc settings for a server with one thread per FastCGI connection.
+///
+/// glibc reads them only from `GLIBC_TUNABLES` when the process starts, so
+/// `usersd serve` re-executes itself once with the variable set (same PID, same
+/// arguments, descriptors and environment: systemd's socket and notify settings
+/// carry over). Measured with `bench/callgrind.py`: `GET /user/<id>` 27.9k → 26.6k
+/// instructions, `POST /add-user` under load 159.9k → 158.2k; side by side under
+/// wrk, `GET` took less CPU per request in four pairs of four.
+/// - `tcache_count=32`: each thread keeps up to 32 freed chunks per size instead of
+///   7, so a request's allocations are served from its thread's cache instead of
+///   the arena's bins.
+/// - `mxfast=0`: no fast bins, so libfcgi's 8 KiB stream buffers (two per request)
+///   no longer make malloc consolidate them first.
+///
+/// A `GLIBC_TUNABLES` already in the environment (even empty) is left as it is:
+/// that is how an operator chooses other settings, or none.
+public enum MallocTuning {
+    public static let tunables = "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=32"
+
+    /// Call first thing in `main`, before any thread exists. Returns without doing
+    /// anything for other commands, when the variable is set, or when the re-exec
+    /// fails (the process then runs with glibc's defaults).
+    @available(*, noasync, message: "replaces the process image")
+    public static func reexecIfNeeded(arguments: [String]) {
+        guard arguments.count >= 2, arguments[1] == "serve", getenv("GLIBC_TUNABLES") == nil else { return }
+        guard setenv("GLIBC_TUNABLES", tunables, 1) == 0 else { return }
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        argv.append(nil)
+        execv("/proc/self/exe", argv)
+        // Still here: the exec failed. Run on without the settings.
+        for pointer in argv { free(pointer) }
+        unsetenv("GLIBC_TUNABLES")
+    }
+}
