@@ -53,24 +53,23 @@ public final class RequestMetrics: Sendable {
             var lastLatency = 0
 
             mutating func record(_ key: Key, seconds: Double) {
-                if !(lastRequest < requests.count && requests[lastRequest].key == key) {
-                    if let index = requests.firstIndex(where: { $0.key == key }) {
-                        lastRequest = index
-                    } else {
-                        requests.append((key, 0))
-                        lastRequest = requests.count - 1
-                    }
-                }
+                lastRequest = Self.position(in: &requests, tryingFirst: lastRequest, where: { $0.key == key }) { (key, 0) }
                 requests[lastRequest].count += 1
-                if !(lastLatency < latency.count && latency[lastLatency].route == key.route) {
-                    if let index = latency.firstIndex(where: { $0.route == key.route }) {
-                        lastLatency = index
-                    } else {
-                        latency.append((key.route, Histogram()))
-                        lastLatency = latency.count - 1
-                    }
+                lastLatency = Self.position(in: &latency, tryingFirst: lastLatency, where: { $0.route == key.route }) {
+                    (key.route, Histogram())
                 }
                 latency[lastLatency].histogram.observe(seconds)
+            }
+
+            /// Where the entry `matches` picks is, checking `last` first; a new entry made
+            /// by `make` is appended when there is none.
+            private static func position<Entry>(
+                in entries: inout [Entry], tryingFirst last: Int, where matches: (Entry) -> Bool, orAppend make: () -> Entry
+            ) -> Int {
+                if last < entries.count && matches(entries[last]) { return last }
+                if let index = entries.firstIndex(where: matches) { return index }
+                entries.append(make())
+                return entries.count - 1
             }
         }
         let data = Mutex(Data())
