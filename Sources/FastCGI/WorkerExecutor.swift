@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Lifecycle
 import Synchronization
 
 /// Runs a worker thread's task, and with it every request's async handler, on that
@@ -129,9 +130,7 @@ final class OverflowRunner: Sendable {
     private let wakeup = DispatchSemaphore(value: 0)
 
     private init() {
-        let thread = Thread { [self] in run() }
-        thread.name = "usersd-overflow"
-        thread.start()
+        NamedThread.start("usersd-overflow") { [self] in run() }
     }
 
     private func run() -> Never {

@@ -50,14 +50,12 @@ final class WorkerPool: Sendable {
     func serveDetached(_ fd: Int32) -> Bool {
         guard !state.withLock({ $0.isDraining }) else { return false }
         let context = self.context
-        let thread = Thread {
+        NamedThread.start("usersd-probe") {
             let resources = WorkerThreadResources()
             resources.executor.run {
                 await ConnectionWorker(fd: fd, state: WorkerState(), context: context, resources: resources).serve()
             }
         }
-        thread.name = "usersd-probe"
-        thread.start()
         return true
     }
 
@@ -77,12 +75,9 @@ final class WorkerPool: Sendable {
             return true
         }
         guard admitted else { return }
-        let thread = Thread { [self] in
+        NamedThread.start("usersd-fcgi", stackSize: 512 * 1024) { [self] in
             run(worker)
         }
-        thread.name = "usersd-fcgi"
-        thread.stackSize = 512 * 1024
-        thread.start()
     }
 
     /// The thread's life: one task, on this thread's executor, that accepts a

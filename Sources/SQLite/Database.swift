@@ -49,12 +49,12 @@ public final class Database: Sendable {
         let path = options.path
         let timeout = options.busyTimeoutMilliseconds
         let synchronous = options.synchronous
-        writer = try DatabaseThread(name: "usersd-db-writer", batching: true) {
+        writer = try DatabaseThread(name: "usersd-writer", batching: true) {
             let connection = try Connection(path: path, busyTimeoutMilliseconds: timeout)
             try connection.enableWAL(synchronous: synchronous)
             return connection
         }
-        reader = try DatabaseThread(name: "usersd-db-reader", batching: false) {
+        reader = try DatabaseThread(name: "usersd-reader", batching: false) {
             try Connection(path: path, readOnly: true, busyTimeoutMilliseconds: timeout)
         }
     }

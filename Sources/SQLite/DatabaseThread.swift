@@ -48,7 +48,7 @@ final class DatabaseThread: Sendable {
         self.batching = batching
         let opened = Mutex<Result<Void, any Error>?>(nil)
         let ready = DispatchSemaphore(value: 0)
-        let thread = Thread { [self] in
+        NamedThread.start(name) { [self] in
             let connection: Connection
             do {
                 connection = try open()
@@ -63,8 +63,6 @@ final class DatabaseThread: Sendable {
             loop(connection: connection)
             finished.signal()
         }
-        thread.name = name
-        thread.start()
         ready.wait()
         if case .failure(let error) = opened.withLock({ $0! }) { throw error }
     }

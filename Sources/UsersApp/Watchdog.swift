@@ -37,14 +37,12 @@ final class Watchdog: Sendable {
 
     func start() {
         guard notifier.socketPath != nil else { return }
-        let thread = Thread { [self] in
+        NamedThread.start("usersd-watchdog") { [self] in
             while !isStopping.load(ordering: .relaxed) {
                 check()
                 _ = stopped.wait(timeout: .now() + intervalSeconds)
             }
         }
-        thread.name = "usersd-watchdog"
-        thread.start()
     }
 
     func stop() {

@@ -307,6 +307,18 @@ def test_serve_sets_its_malloc_settings_once_and_keeps_its_pid(make_stack):
     with open(f"/proc/{service.pid}/cmdline", "rb") as cmdline:
         assert b"serve" in cmdline.read().split(b"\0")
     expect_json(requests.get(stack.url("/healthz"), timeout=TIMEOUT), 200)
+    # The re-exec keeps the process's name (what `pgrep usersd`, `top` and `ps`
+    # show), and each thread carries its own.
+    with open(f"/proc/{service.pid}/comm") as comm:
+        assert comm.read().strip() == os.path.basename(os.path.realpath(harness.usersd_bin()))[:15]
+    threads = set()
+    for task in os.listdir(f"/proc/{service.pid}/task"):
+        try:
+            with open(f"/proc/{service.pid}/task/{task}/comm") as comm:
+                threads.add(comm.read().strip())
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
+    assert {"usersd-fcgi", "usersd-writer", "usersd-reader"} <= threads, threads
     assert service.stop() == 0
 
     for own in ("glibc.malloc.tcache_count=7", ""):

@@ -480,7 +480,12 @@ def test_syscalls_and_files_stay_within_the_unit_hardening(workdir):
         if path.startswith("/dev/") and path not in devices and not path.startswith(("/dev/shm/", "/dev/pts/")):
             problems.append(f"{path}: not visible with PrivateDevices=yes")
         writes = any(f in flags for f in ("O_WRONLY", "O_RDWR", "O_CREAT"))
-        if writes and not (path.startswith(f"{state}/") or path in devices or path.startswith(("/tmp/", "/var/tmp/", "/dev/shm/"))):
+        # A thread naming itself writes its own /proc/thread-self/comm: ProtectSystem=
+        # leaves /proc writable (it is an API file system; ProtectKernelTunables=
+        # guards /proc/sys), and ProcSubset=pid keeps the process's own entries.
+        own_name = re.fullmatch(r"/proc/(self|thread-self|\d+)(/task/\d+)?/comm", path)
+        if writes and not (path.startswith(f"{state}/") or path in devices or own_name
+                           or path.startswith(("/tmp/", "/var/tmp/", "/dev/shm/"))):
             problems.append(f"{path} ({flags}): read-only with ProtectSystem=strict")
     assert not problems, problems
 
