@@ -16,6 +16,8 @@ public final class Connection {
     /// its jobs deferred to the commit (see `CommitTally`).
     var isRunningBatch = false
     var pendingTallies: [PendingTally] = []
+    /// Kept alive for as long as SQLite may call it (see `onWALCommit`).
+    private var walHook: WALHookBox?
 
     /// Process-wide SQLite settings, applied once before the first connection opens;
     /// `false` when they could not take effect (`sqlite3_config` works only before
@@ -115,6 +117,31 @@ public final class Connection {
     public var changes: Int { Int(sqlite3_changes(handle)) }
     public var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
 
+    /// Calls `hook` after every commit on this connection with the WAL's size in
+    /// pages. Replaces SQLite's own automatic checkpoint (which is itself such a
+    /// hook): the caller decides when and where the WAL is checkpointed.
+    public func onWALCommit(_ hook: @escaping (_ connection: Connection, _ walPages: Int) -> Void) {
+        let box = WALHookBox(connection: self, hook: hook)
+        walHook = box
+        sqlite3_wal_hook(handle, { context, _, _, pages in
+            let box = Unmanaged<WALHookBox>.fromOpaque(context!).takeUnretainedValue()
+            box.hook(box.connection, Int(pages))
+            return SQLITE_OK
+        }, Unmanaged.passUnretained(box).toOpaque())
+    }
+
+    /// Copies as many WAL frames into the database file as it can without waiting
+    /// for readers or the writer (`SQLITE_CHECKPOINT_PASSIVE`). Returns the WAL's
+    /// size and how many of its frames are now in the database.
+    @discardableResult
+    public func checkpointPassive() throws(SQLiteError) -> (walPages: Int, checkpointed: Int) {
+        var log: Int32 = 0
+        var done: Int32 = 0
+        let code = sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, &log, &done)
+        guard code == SQLITE_OK else { throw error(code) }
+        return (Int(log), Int(done))
+    }
+
     /// A capsule that can interrupt this connection from another thread.
     public var interrupter: Interrupter { Interrupter(handle: handle) }
 
@@ -136,6 +163,17 @@ public final class Connection {
 
 @available(*, unavailable)
 extension Connection: Sendable {}
+
+/// The closure behind a connection's WAL hook; SQLite holds an unretained pointer
+/// to it, and the connection holds the box (which does not hold the connection back).
+private final class WALHookBox {
+    unowned let connection: Connection
+    let hook: (Connection, Int) -> Void
+    init(connection: Connection, hook: @escaping (Connection, Int) -> Void) {
+        self.connection = connection
+        self.hook = hook
+    }
+}
 
 /// Interrupts a running statement from another thread: `sqlite3_interrupt` is the one
 /// SQLite call that is safe across threads.

@@ -26,6 +26,8 @@ public final class Database: Sendable {
     public let options: DatabaseOptions
     private let writer: DatabaseThread
     private let reader: DatabaseThread
+    /// Runs the WAL checkpoints' bulk off the writer's thread (see `Checkpointer`).
+    private let checkpointer: Checkpointer
     /// Distinguishes this database in per-thread reader slots.
     let serial: Int
     private static let serials = Atomic<Int>(0)
@@ -49,13 +51,31 @@ public final class Database: Sendable {
         let path = options.path
         let timeout = options.busyTimeoutMilliseconds
         let synchronous = options.synchronous
-        writer = try DatabaseThread(name: "usersd-writer", batching: true) {
+        let checkpointer = Checkpointer {
             let connection = try Connection(path: path, busyTimeoutMilliseconds: timeout)
-            try connection.enableWAL(synchronous: synchronous)
+            try connection.execute("PRAGMA synchronous = \(synchronous)")
             return connection
         }
-        reader = try DatabaseThread(name: "usersd-reader", batching: false) {
-            try Connection(path: path, readOnly: true, busyTimeoutMilliseconds: timeout)
+        self.checkpointer = checkpointer
+        do {
+            writer = try DatabaseThread(name: "usersd-writer", batching: true) {
+                let connection = try Connection(path: path, busyTimeoutMilliseconds: timeout)
+                try connection.enableWAL(synchronous: synchronous)
+                checkpointer.watch(connection)
+                return connection
+            }
+        } catch {
+            checkpointer.stop()
+            throw error
+        }
+        do {
+            reader = try DatabaseThread(name: "usersd-reader", batching: false) {
+                try Connection(path: path, readOnly: true, busyTimeoutMilliseconds: timeout)
+            }
+        } catch {
+            writer.stop()
+            checkpointer.stop()
+            throw error
         }
     }
 
@@ -113,6 +133,9 @@ public final class Database: Sendable {
     /// The writer's figures so far.
     public var writeStatistics: WriteStatistics { writer.statistics.withLock { $0 } }
 
+    /// The checkpoints' figures so far.
+    public var checkpointStatistics: CheckpointStatistics { checkpointer.statistics.withLock { $0 } }
+
     /// Gives the calling thread its own read-only connection, used by `read` on it.
     /// Call `detachReaderFromCurrentThread()` on the same thread before it exits.
     /// When all `maximumReaders` are taken, the thread waits for one (it reads through
@@ -157,12 +180,13 @@ public final class Database: Sendable {
         readers.withLock { $0.idle.append(handoff) }
     }
 
-    /// Finishes queued work and closes the writer and shared reader (the writer last,
-    /// so its close checkpoints the WAL).
+    /// Finishes queued work and closes the checkpoint thread, the shared reader and
+    /// the writer (the writer last, so its close checkpoints the WAL).
     public func close() {
         guard !isClosed.exchange(true, ordering: .relaxed) else { return }
         ThreadReaders.detach(for: self)
         readers.withLock { $0.idle.removeAll() }
+        checkpointer.stop()
         reader.stop()
         writer.stop()
     }

@@ -171,6 +171,14 @@ struct Server {
             text.sample("usersd_db_writes_total", [:], Double(writes.jobs))
             text.help("usersd_db_write_transaction_seconds", "Time from BEGIN IMMEDIATE to the end of COMMIT.", type: "histogram")
             text.histogram("usersd_db_write_transaction_seconds", [:], writes.transactionSeconds)
+            let checkpoints = database.checkpointStatistics
+            text.help("usersd_db_checkpoints_total", "WAL checkpoint passes, by the thread that ran them.", type: "counter")
+            text.sample("usersd_db_checkpoints_total", ["thread": "checkpointer"], Double(checkpoints.backgroundPasses))
+            text.sample("usersd_db_checkpoints_total", ["thread": "writer"], Double(checkpoints.writerPasses))
+            text.help("usersd_db_wal_pages", "Pages in the WAL after the last commit.", type: "gauge")
+            text.sample("usersd_db_wal_pages", [:], Double(checkpoints.walPages))
+            text.help("usersd_db_checkpoint_seconds", "Time each pass of the checkpoint thread took.", type: "histogram")
+            text.histogram("usersd_db_checkpoint_seconds", [:], checkpoints.backgroundSeconds)
         }
         collectors.add { text in await scheduler.render(into: &text) }
         collectors.add { text in ProcessFigures.render(into: &text) }

@@ -318,7 +318,7 @@ def test_serve_sets_its_malloc_settings_once_and_keeps_its_pid(make_stack):
                 threads.add(comm.read().strip())
         except FileNotFoundError:
             pass  # a thread that ended meanwhile
-    assert {"usersd-fcgi", "usersd-writer", "usersd-reader"} <= threads, threads
+    assert {"usersd-fcgi", "usersd-writer", "usersd-reader", "usersd-ckpt"} <= threads, threads
     assert service.stop() == 0
 
     for own in ("glibc.malloc.tcache_count=7", ""):
