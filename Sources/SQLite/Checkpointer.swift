@@ -46,10 +46,12 @@ final class Checkpointer: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let wakeup = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
+    private let isOpening = Atomic<Bool>(false)
+    private let opened = DispatchSemaphore(value: 0)
 
-    /// Starts the thread; `open` creates its connection there at the first pass,
-    /// when the writer has set the database up. Should it fail, the writer does the
-    /// whole checkpoint, as without this thread, and the next pass tries again.
+    /// Starts the thread; `open` creates its connection there, at `openConnection()`
+    /// or else at the first pass. Should it fail, the writer does the whole
+    /// checkpoint, as without this thread, and the next pass tries again.
     init(open: @escaping @Sendable () throws -> Connection) {
         NamedThread.start("usersd-ckpt") { [self] in
             var connection: Connection?
@@ -57,6 +59,10 @@ final class Checkpointer: Sendable {
                 wakeup.wait()
                 if stopping.load(ordering: .acquiring) { break }
                 if connection == nil { connection = try? open() }
+                if isOpening.exchange(false, ordering: .acquiringAndReleasing) {
+                    opened.signal()
+                    continue
+                }
                 if let connection {
                     let start = DatabaseThread.monotonicSeconds()
                     let passed = (try? connection.checkpointPassive()) != nil
@@ -73,6 +79,15 @@ final class Checkpointer: Sendable {
             connection = nil  // closed before the writer's close, which checkpoints last
             finished.signal()
         }
+    }
+
+    /// Opens the thread's connection now, once the writer has set the database up,
+    /// so its descriptors are there from the start instead of appearing at the first
+    /// pass (where they would look like a leak). Returns when it is open (or failed).
+    func openConnection() {
+        isOpening.store(true, ordering: .releasing)
+        wakeup.signal()
+        opened.wait()
     }
 
     /// Installs the commit hook on the writer's connection (call on the writer's thread).

@@ -68,6 +68,7 @@ public final class Database: Sendable {
             checkpointer.stop()
             throw error
         }
+        checkpointer.openConnection()
         do {
             reader = try DatabaseThread(name: "usersd-reader", batching: false) {
                 try Connection(path: path, readOnly: true, busyTimeoutMilliseconds: timeout)

@@ -17,10 +17,22 @@ import Testing
         return size / 4096
     }
 
+    /// Descriptors of this process open on the database's files (other tests' databases
+    /// live at other paths).
+    static func descriptors(on path: String) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return fds.filter { fd in
+            ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")) ?? "").hasPrefix(path)
+        }.count
+    }
+
     @Test func theCheckpointThreadDoesTheBulkAndTheWALStartsOver() async throws {
         let temporary = try TemporaryDatabase()
         let database = temporary.database
         try await database.write { try $0.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)") }
+        // The checkpoint thread's files are open from the start, so a monitor of
+        // descriptors sees no change at the first pass.
+        let descriptorsBefore = Self.descriptors(on: database.options.path)
         var commits = 0
         var statistics = database.checkpointStatistics
         // Until a background pass ran, the writer finished it, and the WAL started over.
@@ -36,6 +48,7 @@ import Testing
         #expect(statistics.walPages < Checkpointer.wakePages, "the WAL did not start over")
         // The writer never had to checkpoint alone: the WAL never reached its limit.
         #expect(Self.walFilePages(database.options.path) < Checkpointer.writerPages)
+        #expect(Self.descriptors(on: database.options.path) == descriptorsBefore)
         let rows = try await database.read { try $0.prepare("SELECT count(*) FROM blobs").firstInteger() }
         #expect(rows == Int64(commits))
 
