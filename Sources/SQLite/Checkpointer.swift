@@ -1,4 +1,3 @@
-import Dispatch
 public import Lifecycle
 import Synchronization
 
@@ -32,7 +31,8 @@ public struct CheckpointStatistics: Sendable {
 /// frames are in the WAL.
 ///
 /// Should the WAL still reach `writerPages` (the thread cannot keep up, or readers
-/// pin old frames), the writer checkpoints on its own, as SQLite would.
+/// pin old frames), or the thread have stopped, the writer checkpoints on its own,
+/// as SQLite would.
 final class Checkpointer: Sendable {
     /// WAL size (pages) that starts a pass: SQLite's own default threshold.
     static let wakePages = 1000
@@ -43,51 +43,12 @@ final class Checkpointer: Sendable {
     /// the writer finishes.
     private let phase = Atomic<Int>(0)
     let statistics = Mutex(CheckpointStatistics())
-    private let stopping = Atomic<Bool>(false)
-    private let wakeup = DispatchSemaphore(value: 0)
-    private let finished = DispatchSemaphore(value: 0)
-    private let isOpening = Atomic<Bool>(false)
-    private let opened = DispatchSemaphore(value: 0)
+    /// The thread and its connection, opened here (so their descriptors are there from
+    /// the start, not at the first pass); each pass is one job on it.
+    private let thread: DatabaseThread
 
-    /// Starts the thread; `open` creates its connection there, at `openConnection()`
-    /// or else at the first pass. Should it fail, the writer does the whole
-    /// checkpoint, as without this thread, and the next pass tries again.
-    init(open: @escaping @Sendable () throws -> Connection) {
-        NamedThread.start("usersd-ckpt") { [self] in
-            var connection: Connection?
-            while true {
-                wakeup.wait()
-                if stopping.load(ordering: .acquiring) { break }
-                if connection == nil { connection = try? open() }
-                if isOpening.exchange(false, ordering: .acquiringAndReleasing) {
-                    opened.signal()
-                    continue
-                }
-                if let connection {
-                    let start = DatabaseThread.monotonicSeconds()
-                    let passed = (try? connection.checkpointPassive()) != nil
-                    let seconds = DatabaseThread.monotonicSeconds() - start
-                    if passed {
-                        statistics.withLock {
-                            $0.backgroundPasses += 1
-                            $0.backgroundSeconds.observe(seconds)
-                        }
-                    }
-                }
-                phase.store(2, ordering: .releasing)
-            }
-            connection = nil  // closed before the writer's close, which checkpoints last
-            finished.signal()
-        }
-    }
-
-    /// Opens the thread's connection now, once the writer has set the database up,
-    /// so its descriptors are there from the start instead of appearing at the first
-    /// pass (where they would look like a leak). Returns when it is open (or failed).
-    func openConnection() {
-        isOpening.store(true, ordering: .releasing)
-        wakeup.signal()
-        opened.wait()
+    init(open: @escaping @Sendable () throws -> Connection) throws {
+        thread = try DatabaseThread(name: "usersd-ckpt", batching: false, open: open)
     }
 
     /// Installs the commit hook on the writer's connection (call on the writer's thread).
@@ -103,13 +64,34 @@ final class Checkpointer: Sendable {
             switch phase.load(ordering: .acquiring) {
             case 0:
                 phase.store(1, ordering: .relaxed)
-                wakeup.signal()
+                requestPass()
             case 2:
                 finish(on: writer)
             default:
                 if pages >= Self.writerPages { finish(on: writer) }
             }
         }
+    }
+
+    /// Queues a background pass; once the thread has stopped (the database is
+    /// closing), the writer does the whole checkpoint, as without this thread.
+    private func requestPass() {
+        let pass = DatabaseThread.Job(
+            run: { [self] connection in
+                let start = DatabaseThread.monotonicSeconds()
+                let passed = (try? connection.checkpointPassive()) != nil
+                let seconds = DatabaseThread.monotonicSeconds() - start
+                if passed {
+                    statistics.withLock {
+                        $0.backgroundPasses += 1
+                        $0.backgroundSeconds.observe(seconds)
+                    }
+                }
+                return passed
+            },
+            complete: { [self] _ in phase.store(2, ordering: .releasing) }
+        )
+        if !thread.submit(pass) { phase.store(2, ordering: .releasing) }
     }
 
     /// The writer's own pass: what the background pass left, then a fresh start.
@@ -122,10 +104,8 @@ final class Checkpointer: Sendable {
         _ = phase.compareExchange(expected: 2, desired: 0, ordering: .relaxed)
     }
 
-    /// Ends the thread after the pass it may be running.
+    /// Ends the thread after the pass it may be running, and closes its connection.
     func stop() {
-        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        wakeup.signal()
-        finished.wait()
+        thread.stop()
     }
 }

@@ -51,9 +51,13 @@ public final class Database: Sendable {
         let path = options.path
         let timeout = options.busyTimeoutMilliseconds
         let synchronous = options.synchronous
-        let checkpointer = Checkpointer {
+        // Opened first, it is the connection that switches the file to WAL (the
+        // writer's switch then finds it done).
+        let checkpointer = try Checkpointer {
             let connection = try Connection(path: path, busyTimeoutMilliseconds: timeout)
-            try connection.execute("PRAGMA synchronous = \(synchronous)")
+            try connection.enableWAL(synchronous: synchronous)
+            // One read opens its WAL file now rather than at the first pass.
+            _ = try connection.prepare("SELECT count(*) FROM sqlite_master").firstInteger()
             return connection
         }
         self.checkpointer = checkpointer
@@ -68,7 +72,6 @@ public final class Database: Sendable {
             checkpointer.stop()
             throw error
         }
-        checkpointer.openConnection()
         do {
             reader = try DatabaseThread(name: "usersd-reader", batching: false) {
                 try Connection(path: path, readOnly: true, busyTimeoutMilliseconds: timeout)
