@@ -3,7 +3,7 @@ import Dispatch
 import Foundation
 import Glibc
 public import HTTP
-import Lifecycle
+public import Lifecycle
 import Synchronization
 
 /// Settings of the FastCGI server.
@@ -15,6 +15,8 @@ public struct FastCGIConfiguration: Sendable {
     public var maxConnections: Int = 1024
     /// How long a thread whose connection closed waits for the next one before exiting.
     public var idleThreadSeconds: Double = 30
+    /// How the kernel schedules the worker threads (see `ThreadScheduling.batch`).
+    public var workerScheduling: ThreadScheduling = .batch
 
     public init(listen: ListenSource) {
         self.listen = listen
@@ -67,7 +69,8 @@ public final class FastCGIServer: Sendable {
             listener: listener,
             context: ConnectionContext(responder: responder, maxBodyBytes: configuration.maxBodyBytes, hooks: hooks),
             maxThreads: configuration.maxConnections,
-            maxIdleThreads: 64
+            maxIdleThreads: 64,
+            scheduling: configuration.workerScheduling
         )
     }
 

@@ -25,12 +25,17 @@ final class WorkerPool: Sendable {
     let context: ConnectionContext
     let maxThreads: Int
     let maxIdleThreads: Int
+    let scheduling: ThreadScheduling
+    /// The scheduling was refused once (and logged): the others are not tried.
+    private let schedulingRefused = Atomic<Bool>(false)
 
-    init(listener: Listener, context: ConnectionContext, maxThreads: Int, maxIdleThreads: Int) {
+    init(listener: Listener, context: ConnectionContext, maxThreads: Int, maxIdleThreads: Int,
+         scheduling: ThreadScheduling = .normal) {
         self.listener = listener
         self.context = context
         self.maxThreads = maxThreads
         self.maxIdleThreads = maxIdleThreads
+        self.scheduling = scheduling
         WakeSignal.install()
     }
 
@@ -84,6 +89,7 @@ final class WorkerPool: Sendable {
     /// connection, serves it, and accepts again until enough other threads are idle.
     private func run(_ worker: WorkerState) {
         worker.setThread(pthread_self())
+        applyScheduling()
         context.hooks.started()
         let resources = WorkerThreadResources()
         resources.executor.run { [self] in await acceptAndServe(worker, resources: resources) }
@@ -94,6 +100,17 @@ final class WorkerPool: Sendable {
             return state.threads == 0 && state.isDraining
         }
         if empty { emptied.signal() }
+    }
+
+    /// Puts the calling worker thread under `scheduling`. A refusal (a seccomp filter
+    /// without `sched_setscheduler`) is logged once; the threads then run as normal.
+    private func applyScheduling() {
+        guard scheduling != .normal, !schedulingRefused.load(ordering: .relaxed) else { return }
+        let code = NamedThread.setCurrentScheduling(scheduling)
+        guard code != 0, !schedulingRefused.exchange(true, ordering: .relaxed) else { return }
+        Log.warning("worker threads keep the normal scheduling policy", [
+            "requested": scheduling.rawValue, "error": String(cString: strerror(code)),
+        ])
     }
 
     private func acceptAndServe(_ worker: WorkerState, resources: WorkerThreadResources) async {

@@ -32,6 +32,7 @@ public struct Configuration: Sendable, Equatable {
     public var busyTimeoutMilliseconds: Int = 5000
     public var synchronous: String = "NORMAL"
     public var maxConnections: Int = 1024
+    public var workerScheduling: ThreadScheduling = .batch
     public var slowRequestMilliseconds: Int = 1000
     public var taskConcurrency: Int = 4
     public var taskQueueLimit: Int = 10_000
@@ -107,6 +108,13 @@ public struct Configuration: Sendable, Equatable {
         Setting(flag: "--max-connections", environment: "USERSD_MAX_CONNECTIONS", placeholder: "N",
                 help: "most FastCGI connections served at once, one thread each (default 1024)") {
             $0.maxConnections = try integer($1, "--max-connections", 1...65_536)
+        },
+        Setting(flag: "--worker-scheduling", environment: "USERSD_WORKER_SCHEDULING", placeholder: "POLICY",
+                help: "batch (default: a worker woken up does not preempt the writer or nginx) or normal") {
+            guard let policy = ThreadScheduling(rawValue: $1.lowercased()) else {
+                throw ConfigurationError("--worker-scheduling: '\($1)' is not batch or normal")
+            }
+            $0.workerScheduling = policy
         },
         Setting(flag: "--slow-request", environment: "USERSD_SLOW_REQUEST", placeholder: "MS",
                 help: "requests slower than this are logged at warning level (default 1000)") {

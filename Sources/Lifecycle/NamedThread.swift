@@ -20,6 +20,18 @@ public enum NamedThread {
         thread.start()
     }
 
+    /// Puts the calling thread under `scheduling`; returns 0 or the `errno` of the
+    /// refusal (a seccomp filter without `sched_setscheduler`, for one).
+    @discardableResult
+    public static func setCurrentScheduling(_ scheduling: ThreadScheduling) -> Int32 {
+        var parameters = sched_param(sched_priority: 0)
+        // pid 0: the calling thread (Linux schedules threads, not processes).
+        return sched_setscheduler(0, scheduling.policy, &parameters) == 0 ? 0 : errno
+    }
+
+    /// The calling thread's scheduling policy (`SCHED_OTHER` 0, `SCHED_BATCH` 3).
+    public static var currentSchedulingPolicy: Int32 { sched_getscheduler(0) }
+
     /// Names the calling thread (cut to 15 bytes); does nothing if /proc is missing.
     public static func setCurrentName(_ name: String) {
         let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
@@ -38,5 +50,26 @@ public enum NamedThread {
         let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         guard count > 0 else { return "" }
         return String(decoding: buffer.prefix(count).filter { $0 != 10 }, as: UTF8.self)
+    }
+}
+
+/// How the kernel schedules a thread against the others on the machine.
+public enum ThreadScheduling: String, Sendable, CaseIterable {
+    /// `SCHED_OTHER`: a thread woken up may preempt the one running.
+    case normal
+    /// `SCHED_BATCH`: the same share of CPU, but a thread woken up never preempts the
+    /// one running; it waits for that one's slice or its next block. For the FastCGI
+    /// workers, whose wake-ups (nginx's next request, a committed write) would
+    /// otherwise interrupt the writer thread inside its transaction and nginx in the
+    /// middle of its work (see README "Performance").
+    case batch
+
+    /// The policy number of `sched_setscheduler(2)`. Glibc declares `SCHED_BATCH` only
+    /// under `_GNU_SOURCE`, which Swift's Glibc module does not define.
+    var policy: Int32 {
+        switch self {
+        case .normal: 0  // SCHED_OTHER
+        case .batch: 3  // SCHED_BATCH
+        }
     }
 }

@@ -85,6 +85,7 @@ struct Server {
         var fastCGI = FastCGIConfiguration(listen: listen)
         fastCGI.maxBodyBytes = configuration.maxBodyBytes
         fastCGI.maxConnections = configuration.maxConnections
+        fastCGI.workerScheduling = configuration.workerScheduling
         let server: FastCGIServer
         do {
             server = try FastCGIServer(

@@ -537,3 +537,19 @@ def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
     finally:
         connection.close()
     return [{"name": name, "email": email} for name, email in rows]
+
+
+def thread_policies(pid: int) -> dict[str, set[int]]:
+    """The kernel scheduling policy of each of a process's threads, by thread name
+    (0 SCHED_OTHER, 3 SCHED_BATCH): field 41 of /proc/<pid>/task/<tid>/stat."""
+    policies: dict[str, set[int]] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                text = stat.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+        policies.setdefault(name, set()).add(int(fields[41 - 3]))
+    return policies

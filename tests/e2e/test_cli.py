@@ -45,11 +45,12 @@ def test_version(tmp_path):
         (["serve", "--max-body", "-5"], None),
         (["serve", "--max-connections", "many"], None),
         (["serve", "--shutdown-grace", "soon"], None),
+        (["serve", "--worker-scheduling", "fifo"], None),
         (["frobnicate"], None),
         (["serve"], {"USERSD_MAX_BODY": "abc"}),
     ],
     ids=["max-body abc", "unknown flag", "serve unknown flag", "missing value", "negative max-body",
-         "max-connections word", "shutdown-grace word", "unknown command", "env twin abc"],
+         "max-connections word", "shutdown-grace word", "worker-scheduling fifo", "unknown command", "env twin abc"],
 )
 def test_bad_setting_exits_64_with_one_line(args, env, tmp_path):
     # otherwise valid settings first, so only the bad one can be the reason

@@ -9,6 +9,7 @@ import struct
 import termios
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -289,6 +290,31 @@ def _serving_line(service) -> str:
     lines = [line for line in service.log_text().splitlines() if "msg=serving" in line]
     assert len(lines) == 1, service.log_text()[-2000:]
     return lines[0]
+
+
+def test_worker_threads_run_under_batch_scheduling_and_the_writer_does_not(make_stack):
+    """The FastCGI workers ask the kernel for SCHED_BATCH (a worker woken up does not
+    preempt the writer inside its transaction or nginx); every other thread keeps
+    the normal policy. `--worker-scheduling normal` leaves the workers normal too."""
+    stack = make_stack().start()
+    # Concurrent keep-alive requests make nginx open several connections (threads).
+    with ThreadPoolExecutor(8) as pool:
+        for response in pool.map(lambda _: requests.get(stack.url("/healthz"), timeout=TIMEOUT), range(64)):
+            expect_json(response, 200)
+    create_user(requests, stack.url, "Sched", unique_email("sched"))
+    policies = harness.thread_policies(stack.service.pid)
+    assert policies.get("usersd-fcgi") == {3}, policies
+    others = {name: policy for name, policy in policies.items() if name != "usersd-fcgi"}
+    assert {"usersd-writer", "usersd-reader", "usersd-ckpt"} <= others.keys(), policies
+    assert all(policy == {0} for policy in others.values()), policies
+    assert "scheduling" not in stack.service.log_text()
+    assert stack.service.stop() == 0
+
+    stack = make_stack(args=["--worker-scheduling", "normal"]).start()
+    create_user(requests, stack.url, "Sched", unique_email("sched"))
+    policies = harness.thread_policies(stack.service.pid)
+    assert "usersd-fcgi" in policies and all(policy == {0} for policy in policies.values()), policies
+    assert stack.service.stop() == 0
 
 
 def test_serve_sets_its_malloc_settings_once_and_keeps_its_pid(make_stack):

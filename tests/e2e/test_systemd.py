@@ -393,6 +393,10 @@ def run_sandboxed(workdir: Path, strace_log: Path | None):
         assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^Seccomp:\s+2$", status, re.M), status
         web.start()
         user = workload(web.url)
+        # The unit lets the workers take SCHED_BATCH (sched_setscheduler is allowed;
+        # RestrictRealtime= still refuses the real-time policies).
+        policies = harness.thread_policies(service.pid)
+        assert policies.get("usersd-fcgi") == {3} and policies.get("usersd-writer") == {0}, policies
         # ExecReload=: SIGHUP keeps serving
         service.signal(signal.SIGHUP)
         exercise(web.url, "reloaded")
@@ -412,6 +416,7 @@ def run_sandboxed(workdir: Path, strace_log: Path | None):
     # errors other than the watchdog's health check (test_runs_under_the_unit_hardening)
     errors = [l for l in service.log_text().splitlines() if "level=error" in l and "health check failed" not in l]
     assert not errors, errors[:5]
+    assert "normal scheduling policy" not in service.log_text()
     db = state / "users.sqlite3"
     assert db.stat().st_uid == NOBODY and stat.S_IMODE(db.stat().st_mode) & 0o077 == 0  # UMask=0077
     assert db_row(db, user["id"]) == (user["name"], user["email"])
