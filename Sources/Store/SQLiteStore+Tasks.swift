@@ -266,7 +266,7 @@ extension SQLiteStore: TaskStore {
         var seen = Set<Int64>(minimumCapacity: ids.count)
         let unique = ids.filter { seen.insert($0).inserted }
         guard !unique.isEmpty else { return [] }
-        let idArray = "[" + unique.map(String.init).joined(separator: ",") + "]"
+        let idArray = Self.jsonArray(unique)
         let written = result(true)
         let gone = result(false)
         return try await mapErrors {
@@ -279,14 +279,12 @@ extension SQLiteStore: TaskStore {
                 guard !runnable.isEmpty else { return [] }
                 let stamp = Timestamp.now()
                 try connection.cached(Self.welcomeOutboxSQL).bind([.text(idArray), .integer(now), .text(stamp)]).run()
-                for task in runnable {
-                    try connection.cached(
-                        """
-                        UPDATE tasks SET state = 'succeeded', attempts = attempts + 1, result = ?1, started_at = ?2,
-                            finished_at = ?2, updated_at = ?2
-                        WHERE id = ?3
-                        """
-                    ).bind([.text(task.userExists ? written : gone), .text(stamp), .integer(task.id)]).run()
+                // One UPDATE per result, not per task (usually all users exist: one).
+                for (userExists, text) in [(true, written), (false, gone)] {
+                    let ids = runnable.filter { $0.userExists == userExists }.map(\.id)
+                    guard !ids.isEmpty else { continue }
+                    try connection.cached(Self.succeedWelcomesSQL)
+                        .bind([.text(text), .text(stamp), .text(Self.jsonArray(ids))]).run()
                 }
                 try TaskCounts.move(runnable.count, from: .queued, to: .succeeded, on: connection)
                 return runnable.map(\.id)
@@ -311,6 +309,17 @@ extension SQLiteStore: TaskStore {
         WHERE +t.kind = 'welcome' AND +t.state = 'queued' AND +t.run_at <= ?2
             AND typeof(json_extract(t.payload, '$.user_id')) = 'integer'
         """
+
+    /// Marks runnable tasks (?3, a JSON array of ids) succeeded with result ?1 at ?2.
+    static let succeedWelcomesSQL = """
+        UPDATE tasks SET state = 'succeeded', attempts = attempts + 1, result = ?1, started_at = ?2,
+            finished_at = ?2, updated_at = ?2
+        FROM json_each(?3) j WHERE tasks.id = j.value
+        """
+
+    static func jsonArray(_ ids: [Int64]) -> String {
+        "[" + ids.map(String.init).joined(separator: ",") + "]"
+    }
 
     /// Their outbox rows, for the users that still exist.
     static let welcomeOutboxSQL = """

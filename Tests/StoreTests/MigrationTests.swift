@@ -127,7 +127,7 @@ import Testing
     @Test func welcomesAreLookedUpByRowid() async throws {
         let temporary = try TemporaryDatabase()
         try await Migrations.migrate(temporary.database)
-        for sql in [SQLiteStore.runnableWelcomesSQL, SQLiteStore.welcomeOutboxSQL] {
+        for sql in [SQLiteStore.runnableWelcomesSQL, SQLiteStore.welcomeOutboxSQL, SQLiteStore.succeedWelcomesSQL] {
             let (plan, opcodes) = try await temporary.database.write { connection in
                 var details: [String] = []
                 try connection.prepare("EXPLAIN QUERY PLAN " + sql).forEachRow { details.append($0.text(3)) }
@@ -137,7 +137,11 @@ import Testing
             }
             #expect(plan.first?.hasPrefix("SCAN j VIRTUAL TABLE") == true, "\(plan)")
             #expect(plan.dropFirst().allSatisfy { $0.hasPrefix("SEARCH") && $0.contains("USING INTEGER PRIMARY KEY (rowid=?)") }, "\(plan)")
-            #expect(!opcodes.contains("OpenEphemeral"))
+            // An UPDATE ... FROM first collects the rows it changes (at most one batch of
+            // ids, in memory); the SELECT and the INSERT build no temporary b-tree.
+            if sql != SQLiteStore.succeedWelcomesSQL {
+                #expect(!opcodes.contains("OpenEphemeral"))
+            }
         }
     }
 }
