@@ -30,7 +30,7 @@ final class WorkerPool: Sendable {
     private let schedulingRefused = Atomic<Bool>(false)
 
     init(listener: Listener, context: ConnectionContext, maxThreads: Int, maxIdleThreads: Int,
-         scheduling: ThreadScheduling = .normal) {
+         scheduling: ThreadScheduling) {
         self.listener = listener
         self.context = context
         self.maxThreads = maxThreads

@@ -54,14 +54,14 @@ public enum NamedThread {
 }
 
 /// How the kernel schedules a thread against the others on the machine.
-public enum ThreadScheduling: String, Sendable, CaseIterable {
+public enum ThreadScheduling: String, Sendable {
     /// `SCHED_OTHER`: a thread woken up may preempt the one running.
     case normal
     /// `SCHED_BATCH`: the same share of CPU, but a thread woken up never preempts the
     /// one running; it waits for that one's slice or its next block. For the FastCGI
     /// workers, whose wake-ups (nginx's next request, a committed write) would
     /// otherwise interrupt the writer thread inside its transaction and nginx in the
-    /// middle of its work (see README "Performance").
+    /// middle of its work (measured in README "How it works").
     case batch
 
     /// The policy number of `sched_setscheduler(2)`. Glibc declares `SCHED_BATCH` only
