@@ -21,7 +21,8 @@ public enum NamedThread {
     }
 
     /// Puts the calling thread under `scheduling`; returns 0 or the `errno` of the
-    /// refusal (a seccomp filter without `sched_setscheduler`, for one).
+    /// refusal (a seccomp filter without `sched_setscheduler`, for one). Threads it
+    /// creates afterwards inherit the policy (pthreads' default).
     @discardableResult
     public static func setCurrentScheduling(_ scheduling: ThreadScheduling) -> Int32 {
         var parameters = sched_param(sched_priority: 0)
