@@ -283,8 +283,10 @@ extension SQLiteStore: TaskStore {
                 for (userExists, text) in [(true, written), (false, gone)] {
                     let ids = runnable.filter { $0.userExists == userExists }.map(\.id)
                     guard !ids.isEmpty else { continue }
+                    // All of the batch's ids, in their order: the array already built.
+                    let array = ids.count == unique.count ? idArray : Self.jsonArray(ids)
                     try connection.cached(Self.succeedWelcomesSQL)
-                        .bind([.text(text), .text(stamp), .text(Self.jsonArray(ids))]).run()
+                        .bind([.text(text), .text(stamp), .text(array)]).run()
                 }
                 try TaskCounts.move(runnable.count, from: .queued, to: .succeeded, on: connection)
                 return runnable.map(\.id)
