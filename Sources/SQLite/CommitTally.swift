@@ -3,8 +3,8 @@
 /// (usersd keeps the number of tasks in each state this way.)
 ///
 /// In a batch of `Database.write` jobs, a job's additions are kept when the job
-/// succeeds and dropped when its savepoint rolls back; all are dropped when the
-/// transaction does. On a connection that is not running such a batch, `add` writes
+/// succeeds and dropped when it fails (its changes are undone); all are dropped when
+/// the transaction rolls back, including to run the batch again (see `runBatch`). On a connection that is not running such a batch, `add` writes
 /// at once, so a sum is never left unwritten.
 public struct CommitTally: Sendable {
     /// Tells tallies apart on a connection.

@@ -29,8 +29,9 @@ public final class Connection {
             && usersd_sqlite3_statement_journal_spill(Int32(statementJournalSpillBytes)) == SQLITE_OK
     }()
 
-    /// Every job of a group commit runs in a savepoint, whose sub-journal keeps the
-    /// original of each page the job changes (about 50 KiB per user created). SQLite
+    /// A statement that changes many rows inside a transaction, and every job of a
+    /// group commit that runs again with savepoints (`DatabaseThread.runBatch`), keep
+    /// a sub-journal: the original of each page changed (about 50 KiB per user created). SQLite
     /// keeps a sub-journal in memory up to this size, in one allocation; past it (by
     /// default 64 KiB) it spills to a new file in /var/tmp, created, written and
     /// unlinked per transaction. `temp_store = MEMORY` would keep it in memory too,
@@ -40,8 +41,8 @@ public final class Connection {
     /// statement journal outgrows the memory and spills ("database or disk is full",
     /// SQLITE_FULL; found with a migration over 200,000 tasks, reproduced outside
     /// usersd with a large UPDATE or DELETE inside BEGIN … COMMIT). 128 KiB spills
-    /// correctly, and a group commit's savepoints stay below it (each job's
-    /// sub-journal is emptied when its savepoint is released). The test
+    /// correctly, and a group commit's statements and savepoints stay below it (each
+    /// sub-journal is emptied when its statement ends or its savepoint is released). The test
     /// `LargeMigrationTests` runs such a transaction.
     private static let statementJournalSpillBytes = 128 << 10
 
@@ -115,6 +116,9 @@ public final class Connection {
 
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
     public var changes: Int { Int(sqlite3_changes(handle)) }
+    /// Rows changed by every INSERT, UPDATE and DELETE that completed on this
+    /// connection (a statement that failed and was undone adds nothing).
+    var totalChanges: Int64 { sqlite3_total_changes64(handle) }
     public var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
 
     /// Calls `hook` after every commit on this connection with the WAL's size in

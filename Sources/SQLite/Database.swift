@@ -86,8 +86,14 @@ public final class Database: Sendable {
     /// Runs `body` in a write transaction shared with other concurrent writers
     /// (group commit). Returns only after the transaction committed; if `body` throws,
     /// only its own changes are rolled back.
-    public func write<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
-        try await submit(to: writer, body)
+    ///
+    /// A body that changes the schema (CREATE, DROP, ALTER) says so with
+    /// `changesSchema`: its batch then runs every job in a savepoint, since a failure
+    /// after such a change is not seen by the cheaper check (`DatabaseThread.runBatch`).
+    public func write<T: Sendable>(
+        changesSchema: Bool = false, _ body: @escaping @Sendable (Connection) throws -> T
+    ) async throws -> T {
+        try await submit(to: writer, changesSchema: changesSchema, body)
     }
 
     /// Runs `body` with a read connection: inline when this thread has its own reader,
@@ -105,6 +111,7 @@ public final class Database: Sendable {
 
     private func submit<T: Sendable>(
         to thread: DatabaseThread,
+        changesSchema: Bool = false,
         _ body: @escaping @Sendable (Connection) throws -> T
     ) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
@@ -126,7 +133,8 @@ public final class Database: Sendable {
                     } else {
                         continuation.resume(with: outcome.withLock { $0 }!)
                     }
-                }
+                },
+                changesSchema: changesSchema
             )
             if !thread.submit(job) {
                 continuation.resume(throwing: DatabaseClosedError())

@@ -201,7 +201,7 @@ public enum Migrations {
     /// Applies every migration not yet recorded; returns the versions applied.
     @discardableResult
     public static func migrate(_ database: Database) async throws -> [Int] {
-        try await database.write { connection in
+        try await database.write(changesSchema: true) { connection in
             try connection.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )

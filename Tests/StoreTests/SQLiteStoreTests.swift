@@ -40,8 +40,9 @@ final class TemporaryDatabase {
         #expect(mode == "wal")
     }
 
-    /// Group commit puts every job in a savepoint, whose sub-journal holds the original
-    /// of each page the job changes. It must stay in memory: by default SQLite spills
+    /// A group commit that runs again after a job failed half-way puts every job in a
+    /// savepoint (`DatabaseThread.runBatch`), whose sub-journal holds the original of
+    /// each page the job changes. It must stay in memory: by default SQLite spills
     /// one over 64 KiB to a new file in /var/tmp, created and unlinked per transaction.
     /// Here a savepoint rewrites about 80 KiB of existing pages (more than a job that
     /// creates a user, about 50 KiB) on a writer-like connection (WAL, inside BEGIN
