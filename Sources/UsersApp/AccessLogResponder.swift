@@ -42,6 +42,9 @@ struct AccessLogResponder: Responder {
 /// A number with three decimals, without Foundation's formatter on the hot path.
 func format3(_ value: Double) -> String {
     let thousandths = Int((value * 1000).rounded())
-    let fraction = String(thousandths % 1000)
-    return "\(thousandths / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+    let fraction = thousandths % 1000
+    var text = String(thousandths / 1000)
+    text.append(fraction < 10 ? ".00" : fraction < 100 ? ".0" : ".")
+    text.append(String(fraction))
+    return text
 }
