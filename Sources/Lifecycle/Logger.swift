@@ -65,9 +65,27 @@ public enum Log {
     /// Writes one line when `level` is enabled.
     public static func emit(_ level: LogLevel, _ message: () -> String, _ fields: () -> KeyValuePairs<String, String>) {
         guard isEnabled(level) else { return }
+        write(line(level, message(), fields(), at: now()))
+    }
+
+    /// The access-log line of one request (`msg=request` with request_id, method,
+    /// path, status and duration_ms), as `emit` would write it, without building the
+    /// fields as strings first: it is the one line written per request.
+    public static func request(
+        _ level: LogLevel, requestID: String, method: String, path: String, status: Int, milliseconds: Double
+    ) {
+        guard isEnabled(level) else { return }
+        write(requestLine(level, requestID: requestID, method: method, path: path, status: status,
+                          milliseconds: milliseconds, at: now()))
+    }
+
+    private static func now() -> timespec {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        let bytes = line(level, message(), fields(), at: now)
+        return now
+    }
+
+    private static func write(_ bytes: [UInt8]) {
         let fd = descriptor.load(ordering: .relaxed)
         bytes.withUnsafeBytes { buffer in
             var offset = 0
@@ -88,22 +106,83 @@ public enum Log {
     static func line(
         _ level: LogLevel, _ message: String, _ fields: KeyValuePairs<String, String>, at time: timespec
     ) -> [UInt8] {
+        var bytes = head(level, message, at: time)
+        for (key, value) in fields {
+            appendField(key, value, to: &bytes)
+        }
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
+    }
+
+    static func requestLine(
+        _ level: LogLevel, requestID: String, method: String, path: String, status: Int, milliseconds: Double,
+        at time: timespec
+    ) -> [UInt8] {
+        var bytes = head(level, "request", at: time)
+        appendField("request_id", requestID, to: &bytes)
+        appendField("method", method, to: &bytes)
+        appendField("path", path, to: &bytes)
+        bytes.append(contentsOf: " status=".utf8)
+        appendDecimal(status, to: &bytes)
+        bytes.append(contentsOf: " duration_ms=".utf8)
+        appendThousandths(milliseconds, to: &bytes)
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
+    }
+
+    private static func head(_ level: LogLevel, _ message: String, at time: timespec) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(192)
+        bytes.reserveCapacity(256)
         bytes.append(contentsOf: "ts=".utf8)
         appendTimestamp(time, to: &bytes)
         bytes.append(contentsOf: " level=".utf8)
         bytes.append(contentsOf: level.name.utf8)
         bytes.append(contentsOf: " msg=".utf8)
         appendQuoted(message, to: &bytes)
-        for (key, value) in fields {
-            bytes.append(UInt8(ascii: " "))
-            bytes.append(contentsOf: key.utf8)
-            bytes.append(UInt8(ascii: "="))
-            appendQuoted(value, to: &bytes)
-        }
-        bytes.append(UInt8(ascii: "\n"))
         return bytes
+    }
+
+    private static func appendField(_ key: String, _ value: String, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: key.utf8)
+        bytes.append(UInt8(ascii: "="))
+        appendQuoted(value, to: &bytes)
+    }
+
+    /// A whole number in decimal, `-` first when negative.
+    static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var rest = value.magnitude
+        var reversed: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                       UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        withUnsafeMutableBytes(of: &reversed) { digits in
+            repeat {
+                digits[count] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+                count += 1
+            } while rest > 0
+            while count > 0 {
+                count -= 1
+                bytes.append(digits[count])
+            }
+        }
+    }
+
+    /// A number rounded to three decimals, always with all three (`12.300`).
+    static func appendThousandths(_ value: Double, to bytes: inout [UInt8]) {
+        // A duration is finite and far below a trillion; anything else still formats.
+        let bounded = value.isNaN ? 0 : min(max(value, -1e12), 1e12)
+        let thousandths = Int((bounded * 1000).rounded())
+        if thousandths < 0 { bytes.append(UInt8(ascii: "-")) }
+        let magnitude = Int(thousandths.magnitude)
+        appendDecimal(magnitude / 1000, to: &bytes)
+        let fraction = magnitude % 1000
+        bytes.append(UInt8(ascii: "."))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 100))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction % 10))
     }
 
     /// logfmt quoting: bare when safe, otherwise in double quotes with escapes.
@@ -145,9 +224,7 @@ public enum Log {
 
     /// `2026-11-28T04:20:00.123Z` (UTC, milliseconds).
     static func appendTimestamp(_ time: timespec, to bytes: inout [UInt8]) {
-        var parts = tm()
-        var seconds = time.tv_sec
-        gmtime_r(&seconds, &parts)
+        let parts = civil(secondsSinceEpoch: Int(time.tv_sec))
         func digits(_ value: Int, _ width: Int) {
             let zero = UInt8(ascii: "0")
             let value = max(0, value)
@@ -160,19 +237,41 @@ public enum Log {
             bytes.append(zero + UInt8(value / 10 % 10))
             bytes.append(zero + UInt8(value % 10))
         }
-        digits(Int(parts.tm_year) + 1900, 4)
+        digits(parts.year, 4)
         bytes.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mon) + 1, 2)
+        digits(parts.month, 2)
         bytes.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mday), 2)
+        digits(parts.day, 2)
         bytes.append(UInt8(ascii: "T"))
-        digits(Int(parts.tm_hour), 2)
+        digits(parts.hour, 2)
         bytes.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_min), 2)
+        digits(parts.minute, 2)
         bytes.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_sec), 2)
+        digits(parts.second, 2)
         bytes.append(UInt8(ascii: "."))
         digits(Int(time.tv_nsec / 1_000_000), 3)
         bytes.append(UInt8(ascii: "Z"))
+    }
+
+    /// The UTC calendar date and time of a Unix time: plain arithmetic (Howard
+    /// Hinnant's `civil_from_days`), where `gmtime_r` cost more than the rest of
+    /// the line.
+    static func civil(secondsSinceEpoch: Int) -> (year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) {
+        var days = secondsSinceEpoch / 86_400
+        var secondOfDay = secondsSinceEpoch % 86_400
+        if secondOfDay < 0 {
+            secondOfDay += 86_400
+            days -= 1
+        }
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        return (year, month, day, secondOfDay / 3600, secondOfDay / 60 % 60, secondOfDay % 60)
     }
 }

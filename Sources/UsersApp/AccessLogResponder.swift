@@ -20,15 +20,10 @@ struct AccessLogResponder: Responder {
             seconds: milliseconds / 1000
         )
         let level: LogLevel = milliseconds >= Double(slowRequestMilliseconds) ? .warning : .info
-        Log.emit(level, { "request" }) {
-            [
-                "request_id": request.requestID,
-                "method": request.method,
-                "path": request.path,
-                "status": String(response.status.code),
-                "duration_ms": String(format3(milliseconds)),
-            ]
-        }
+        Log.request(
+            level, requestID: request.requestID, method: request.method, path: request.path,
+            status: response.status.code, milliseconds: milliseconds
+        )
         return response
     }
 
@@ -37,14 +32,4 @@ struct AccessLogResponder: Responder {
         clock_gettime(CLOCK_MONOTONIC, &time)
         return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
-}
-
-/// A number with three decimals, without Foundation's formatter on the hot path.
-func format3(_ value: Double) -> String {
-    let thousandths = Int((value * 1000).rounded())
-    let fraction = thousandths % 1000
-    var text = String(thousandths / 1000)
-    text.append(fraction < 10 ? ".00" : fraction < 100 ? ".0" : ".")
-    text.append(String(fraction))
-    return text
 }
