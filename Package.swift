@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "FastCGI", dependencies: ["CFastCGI", "HTTP", "Lifecycle"], swiftSettings: swiftSettings),
         .target(name: "SQLite", dependencies: ["CSQLite", "Lifecycle"], swiftSettings: swiftSettings),
         .target(name: "Lifecycle", swiftSettings: swiftSettings),
-        .target(name: "Store", dependencies: ["SQLite", "HTTP"], swiftSettings: swiftSettings),
+        .target(name: "Store", dependencies: ["SQLite", "HTTP", "Lifecycle"], swiftSettings: swiftSettings),
         .target(name: "Scheduler", dependencies: ["Store", "Lifecycle", "HTTP"], swiftSettings: swiftSettings),
         .target(
             name: "UsersApp",

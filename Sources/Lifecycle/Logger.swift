@@ -253,9 +253,8 @@ public enum Log {
         bytes.append(UInt8(ascii: "Z"))
     }
 
-    /// The UTC calendar date and time of a Unix time: plain arithmetic (Howard
-    /// Hinnant's `civil_from_days`), where `gmtime_r` cost more than the rest of
-    /// the line.
+    /// The UTC calendar date and time of a Unix time, by arithmetic (`civilDate`):
+    /// `gmtime_r` cost more than the rest of the line.
     static func civil(secondsSinceEpoch: Int) -> (year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) {
         var days = secondsSinceEpoch / 86_400
         var secondOfDay = secondsSinceEpoch % 86_400
@@ -263,15 +262,7 @@ public enum Log {
             secondOfDay += 86_400
             days -= 1
         }
-        let shifted = days + 719_468
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        return (year, month, day, secondOfDay / 3600, secondOfDay / 60 % 60, secondOfDay % 60)
+        let (year, month, day) = civilDate(daysSinceEpoch: Int64(days))
+        return (Int(year), Int(month), Int(day), secondOfDay / 3600, secondOfDay / 60 % 60, secondOfDay % 60)
     }
 }

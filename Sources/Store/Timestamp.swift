@@ -1,4 +1,5 @@
 import Foundation
+import Lifecycle
 
 /// Timestamps as the text usersd stores: ISO 8601 UTC with milliseconds,
 /// `2026-11-27T10:00:00.123Z` — the same text as SQLite's
@@ -21,16 +22,7 @@ public enum Timestamp {
     /// (days to civil date, proleptic Gregorian); others through Foundation.
     public static func text(milliseconds: Int64) -> String {
         let (days, millisOfDay) = floorDivide(milliseconds, 86_400_000)
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let (year, month, day) = civilDate(daysSinceEpoch: days)
         guard (0...9999).contains(year) else { return foundationText(milliseconds: milliseconds) }
         let seconds = millisOfDay / 1000
         return String(unsafeUninitializedCapacity: 24) { buffer in
