@@ -29,6 +29,7 @@ struct ConnectionWorker: Sendable {
     /// Serves the connection until it closes. Call from the thread's task, on the
     /// thread that owns `resources`.
     func serve() async {
+        Self.setSendTimeout(fd, seconds: context.writeTimeoutSeconds)
         let request = FCGXRequestBox(fd: fd)
         await serveRequests(request.pointer, executor: resources.executor)
         request.deallocate()
@@ -46,9 +47,12 @@ struct ConnectionWorker: Sendable {
             let verdict = executor.whileWaiting { ParamsGuard.check(fd: request.pointee.ipcFd, buffer: &peekBuffer) }
             if verdict != .ok {
                 state.markBusy()
-                if case .tooLarge(let requestID) = verdict {
-                    ParamsGuard.answerTooLarge(fd: request.pointee.ipcFd, requestID: requestID)
-                    Log.warning("request params over 64 KiB answered 431; connection closed")
+                if case .tooLarge(let requestID, let peeked) = verdict {
+                    let partial = ParamsGuard.partialRequest(peekBuffer[0..<peeked])
+                    let error = HTTPError(
+                        .requestHeaderFieldsTooLarge, "Request headers too large (over 64 KiB of FastCGI params)")
+                    let response = await context.responder.respond(rejected: partial, with: error)
+                    ParamsGuard.answer(response, fd: request.pointee.ipcFd, requestID: requestID)
                 }
                 request.pointee.keepConnection = 0
                 FCGX_Free(request, 1)
@@ -95,9 +99,9 @@ struct ConnectionWorker: Sendable {
         case .request(let httpRequest):
             isHead = httpRequest.method == "HEAD"
             response = await context.responder.respond(to: httpRequest)
-        case .rejected(let early):
-            isHead = false
-            response = early
+        case .rejected(let httpRequest, let error):
+            isHead = httpRequest.method == "HEAD"
+            response = await context.responder.respond(rejected: httpRequest, with: error)
         }
         head.removeAll(keepingCapacity: true)
         ResponseEncoder.appendHead(of: response, to: &head)
@@ -120,10 +124,33 @@ struct ConnectionWorker: Sendable {
             do {
                 try await produce(sink)
             } catch {
-                writer.abort()
+                abort(request)
             }
             sink.invalidate()
         }
+    }
+
+    /// Ends a response that failed after its head was sent by dropping the connection
+    /// without FCGI_END_REQUEST. The status is already on its way, so only a broken
+    /// connection tells the web server (and through it the client) that the body is
+    /// incomplete: nginx then reports "upstream prematurely closed connection" and
+    /// cuts the client's response instead of ending it cleanly. (The FastCGI app
+    /// status of a clean end is ignored by nginx.)
+    private func abort(_ request: UnsafeMutablePointer<FCGX_Request>) {
+        shutdown(request.pointee.ipcFd, Int32(SHUT_RDWR))
+        request.pointee.keepConnection = 0
+        // Nothing more is written: libfcgi's end records must not follow.
+        request.pointee.out?.pointee.wasFCloseCalled = 1
+        request.pointee.err?.pointee.wasFCloseCalled = 1
+    }
+
+    /// `SO_SNDTIMEO`: a blocked write of the connection fails after `seconds` (libfcgi
+    /// then reports the stream broken), so a peer that stops reading cannot hold this
+    /// thread longer than that.
+    static func setSendTimeout(_ fd: Int32, seconds: Double) {
+        let whole = Int(seconds)
+        var timeout = timeval(tv_sec: whole, tv_usec: Int((seconds - Double(whole)) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// Bodies up to this size are copied behind the head and written with it.
@@ -210,12 +237,6 @@ struct OutputStream {
                 FCGX_PutStr(chars.baseAddress, Int32(chars.count), stream) == Int32(chars.count)
             }
         }
-    }
-
-    /// A stream failed half-way: mark the output broken so the response is not
-    /// mistaken for a complete one (nginx sees a truncated body, not a clean end).
-    func abort() {
-        FCGX_SetExitStatus(1, stream)
     }
 }
 

@@ -13,8 +13,13 @@ public struct FastCGIConfiguration: Sendable {
     public var maxBodyBytes: Int = 1_048_576
     /// Most connections served at once (one thread each); more wait in the backlog.
     public var maxConnections: Int = 1024
-    /// How long a thread whose connection closed waits for the next one before exiting.
-    public var idleThreadSeconds: Double = 30
+    /// Threads kept waiting for a new connection once theirs closed; beyond that, a
+    /// thread whose connection closed exits (one always stays to accept).
+    public var idleThreads: Int = 64
+    /// A write the web server does not take within this time fails, and the
+    /// connection is dropped (`SO_SNDTIMEO`): a client that stops reading a response
+    /// the web server does not buffer must not hold a thread for ever.
+    public var writeTimeoutSeconds: Double = 30
     /// How the kernel schedules the worker threads (see `ThreadScheduling.batch`).
     public var workerScheduling: ThreadScheduling = .batch
 
@@ -67,9 +72,12 @@ public final class FastCGIServer: Sendable {
         self.listener = listener
         self.pool = WorkerPool(
             listener: listener,
-            context: ConnectionContext(responder: responder, maxBodyBytes: configuration.maxBodyBytes, hooks: hooks),
+            context: ConnectionContext(
+                responder: responder, maxBodyBytes: configuration.maxBodyBytes,
+                writeTimeoutSeconds: configuration.writeTimeoutSeconds, hooks: hooks
+            ),
             maxThreads: configuration.maxConnections,
-            maxIdleThreads: 64,
+            maxIdleThreads: configuration.idleThreads,
             scheduling: configuration.workerScheduling
         )
     }
@@ -107,5 +115,6 @@ public final class FastCGIServer: Sendable {
 struct ConnectionContext: Sendable {
     let responder: any Responder
     let maxBodyBytes: Int
+    let writeTimeoutSeconds: Double
     let hooks: WorkerThreadHooks
 }

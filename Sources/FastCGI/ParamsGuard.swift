@@ -1,4 +1,5 @@
 import Glibc
+import HTTP
 
 /// Checks the records of the next request on a connection, without consuming them,
 /// before libfcgi parses them.
@@ -17,8 +18,9 @@ enum ParamsGuard {
         case ok
         /// Not a sane FastCGI request: close the connection.
         case reject
-        /// Params over `maximumBytes`: answer 431 on this request id, then close.
-        case tooLarge(requestID: UInt16)
+        /// Params over `maximumBytes`: answer 431 on this request id, then close. The
+        /// first `peeked` bytes of the buffer hold what was seen of the request.
+        case tooLarge(requestID: UInt16, peeked: Int)
         /// The peer closed the connection (or a drain woke it).
         case closed
     }
@@ -51,7 +53,7 @@ enum ParamsGuard {
             switch inspect(buffer[0..<size]) {
             case .complete: return .ok
             case .invalid: return .reject
-            case .tooLarge(let requestID): return .tooLarge(requestID: requestID)
+            case .tooLarge(let requestID): return .tooLarge(requestID: requestID, peeked: size)
             case .incomplete:
                 if size == buffer.count {
                     // Room for the largest params allowed, their record headers and one
@@ -149,14 +151,52 @@ enum ParamsGuard {
         return (value, index + 4)
     }
 
-    /// Answers `requestID` with 431 and a JSON error, written straight to the socket
-    /// (libfcgi never saw this request). Best effort: the peer may be gone.
-    static func answerTooLarge(fd: Int32, requestID: UInt16) {
-        let body = #"{"error":"request headers too large (over 64 KiB of FastCGI params)"}"#
-        let head = "Status: 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
-        let bytes = Records.record(.stdout, requestID: requestID, content: Array((head + body).utf8))
-            + Records.closingEnd(requestID: requestID, appStatus: 0)
-        Records.send(bytes, to: fd)
+    /// The request as far as its params could be read from `bytes` (the records seen
+    /// before the params grew too large), for the access log of the 431 answer.
+    static func partialRequest(_ bytes: ArraySlice<UInt8>) -> Request {
+        var params: [UInt8] = []
+        var index = bytes.startIndex
+        while index + 8 <= bytes.endIndex {
+            let type = bytes[index + 1]
+            let length = Int(bytes[index + 4]) << 8 | Int(bytes[index + 5])
+            let contentEnd = min(bytes.endIndex, index + 8 + length)
+            if type == Records.Kind.params.rawValue { params.append(contentsOf: bytes[(index + 8)..<contentEnd]) }
+            index = contentEnd + Int(bytes[index + 6])
+        }
+        var values: [KnownParams.Name: String] = [:]
+        var headers = HTTPHeaders()
+        var position = params.startIndex
+        while let (nameLength, afterName) = length(params[...], at: position),
+            let (valueLength, afterValue) = length(params[...], at: afterName),
+            afterValue + nameLength + valueLength <= params.endIndex
+        {
+            let name = String(decoding: params[afterValue..<(afterValue + nameLength)], as: UTF8.self)
+            let value = params[(afterValue + nameLength)..<(afterValue + nameLength + valueLength)]
+            if valueLength <= 8192 {
+                if let known = KnownParams.Name(rawValue: name) {
+                    values[known] = values[known] ?? String(decoding: value, as: UTF8.self)
+                } else if name == "HTTP_X_REQUEST_ID" {
+                    headers.append(name: "x-request-id", value: String(decoding: value, as: UTF8.self))
+                }
+            }
+            position = afterValue + nameLength + valueLength
+        }
+        return CGIParams { values[$0] }.request(headers: headers)
+    }
+
+    /// Answers `requestID` with `response` (its head and body in one STDOUT record),
+    /// written straight to the socket since libfcgi never saw this request, then the
+    /// end records that make the web server close the connection. Best effort: the
+    /// peer may be gone.
+    static func answer(_ response: Response, fd: Int32, requestID: UInt16) {
+        var bytes: [UInt8] = []
+        ResponseEncoder.appendHead(of: response, to: &bytes)
+        if case .bytes(let body) = response.body { bytes.append(contentsOf: body) }
+        Records.send(
+            Records.record(.stdout, requestID: requestID, content: Array(bytes.prefix(0xFFFF)))
+                + Records.closingEnd(requestID: requestID, appStatus: 0),
+            to: fd
+        )
     }
 
     static func monotonicSeconds() -> Double {

@@ -7,8 +7,9 @@ import HTTP
 enum RequestDecoder {
     enum Outcome {
         case request(Request)
-        /// Answered without calling the handler (body too large, bad framing).
-        case rejected(Response)
+        /// To be answered with the error without calling a handler (body too large);
+        /// the request carries everything but the body.
+        case rejected(Request, HTTPError)
     }
 
     static func decode(_ request: FCGX_Request, maxBodyBytes: Int) -> Outcome {
@@ -32,32 +33,20 @@ enum RequestDecoder {
             }
         }
         let params = CGIParams { known[$0] }
-        let contentLength = params.contentLength
-        let requestID = params.requestID(headers: headers)
-        if let contentLength, contentLength > maxBodyBytes {
+        var decoded = params.request(headers: headers)
+        if let contentLength = params.contentLength, contentLength > maxBodyBytes {
             discard(request.in)
-            return .rejected(tooLarge(maxBodyBytes, requestID: requestID))
+            return .rejected(decoded, tooLarge(maxBodyBytes))
         }
         guard let body = readBody(request.in, limit: maxBodyBytes) else {
-            return .rejected(tooLarge(maxBodyBytes, requestID: requestID))
+            return .rejected(decoded, tooLarge(maxBodyBytes))
         }
-        return .request(
-            Request(
-                method: params.method,
-                path: params.path,
-                query: params[.queryString] ?? "",
-                contentType: params[.contentType].flatMap { $0.isEmpty ? nil : $0 },
-                headers: headers,
-                body: body,
-                requestID: requestID
-            )
-        )
+        decoded.body = body
+        return .request(decoded)
     }
 
-    static func tooLarge(_ limit: Int, requestID: String) -> Response {
-        var response = HTTPError(.payloadTooLarge, "Request body is larger than \(limit) bytes").response
-        response.headers.append(("X-Request-Id", requestID))
-        return response
+    static func tooLarge(_ limit: Int) -> HTTPError {
+        HTTPError(.payloadTooLarge, "Request body is larger than \(limit) bytes")
     }
 
     /// Reads stdin up to `limit` bytes; `nil` when there is more than that (the rest
@@ -107,6 +96,7 @@ struct KnownParams {
         case requestMethod = "REQUEST_METHOD", documentURI = "DOCUMENT_URI", requestURI = "REQUEST_URI"
         case scriptName = "SCRIPT_NAME", pathInfo = "PATH_INFO", queryString = "QUERY_STRING"
         case contentType = "CONTENT_TYPE", contentLength = "CONTENT_LENGTH", requestID = "REQUEST_ID"
+        case remoteAddress = "REMOTE_ADDR"
 
         /// The name of the param `entry` (`NAME=value`) whose name is `length` bytes,
         /// if it is one of these. A switch on the length, then one or two compares:
@@ -116,7 +106,9 @@ struct KnownParams {
             switch length {
             case 9: return matches("PATH_INFO") ? .pathInfo : nil
             case 10: return matches("REQUEST_ID") ? .requestID : nil
-            case 11: return matches("REQUEST_URI") ? .requestURI : matches("SCRIPT_NAME") ? .scriptName : nil
+            case 11:
+                return matches("REQUEST_URI") ? .requestURI
+                    : matches("SCRIPT_NAME") ? .scriptName : matches("REMOTE_ADDR") ? .remoteAddress : nil
             case 12:
                 return matches("DOCUMENT_URI") ? .documentURI
                     : matches("QUERY_STRING") ? .queryString : matches("CONTENT_TYPE") ? .contentType : nil
@@ -130,8 +122,8 @@ struct KnownParams {
     private var values: (
         UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
         UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
-        UnsafePointer<CChar>?
-    ) = (nil, nil, nil, nil, nil, nil, nil, nil, nil)
+        UnsafePointer<CChar>?, UnsafePointer<CChar>?
+    ) = (nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
 
     mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
         guard let equals = strchr(entry, 0x3D), let name = Name.of(entry, length: equals - entry) else { return }
@@ -153,6 +145,7 @@ struct KnownParams {
         case .contentType: values.6
         case .contentLength: values.7
         case .requestID: values.8
+        case .remoteAddress: values.9
         }
     }
 
@@ -167,6 +160,7 @@ struct KnownParams {
         case .contentType: values.6 = value
         case .contentLength: values.7 = value
         case .requestID: values.8 = value
+        case .remoteAddress: values.9 = value
         }
     }
 }
@@ -192,6 +186,15 @@ struct CGIParams {
         }
         let joined = (lookup(.scriptName) ?? "") + (lookup(.pathInfo) ?? "")
         return joined.isEmpty ? "/" : joined
+    }
+
+    /// The request these params describe, without its body.
+    func request(headers: HTTPHeaders) -> Request {
+        Request(
+            method: method, path: path, query: lookup(.queryString) ?? "",
+            contentType: lookup(.contentType).flatMap { $0.isEmpty ? nil : $0 },
+            headers: headers, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
+        )
     }
 
     var contentLength: Int? {

@@ -131,8 +131,10 @@ final class WorkerPool: Sendable {
                     usleep(100_000)  // out of descriptors or similar: back off, do not spin
                 }
             }
+            // A thread stays while fewer than `maxIdleThreads` wait in accept, and always
+            // when none does: some thread must accept, or new connections would wait.
             let acceptAgain = state.withLock { state -> Bool in
-                guard !state.isDraining, state.accepting < maxIdleThreads else { return false }
+                guard !state.isDraining, state.accepting == 0 || state.accepting < maxIdleThreads else { return false }
                 state.accepting += 1
                 return true
             }

@@ -18,6 +18,8 @@ public struct Request: Sendable {
     public var body: [UInt8]
     /// The id used in logs and returned as `X-Request-Id`.
     public var requestID: String
+    /// The client's address as the web server saw it (`REMOTE_ADDR`), if it sent one.
+    public var remoteAddress: String?
 
     public init(
         method: String,
@@ -26,7 +28,8 @@ public struct Request: Sendable {
         contentType: String? = nil,
         headers: HTTPHeaders = [:],
         body: [UInt8] = [],
-        requestID: String = ""
+        requestID: String = "",
+        remoteAddress: String? = nil
     ) {
         self.method = method
         self.path = path
@@ -35,6 +38,7 @@ public struct Request: Sendable {
         self.headers = headers
         self.body = body
         self.requestID = requestID
+        self.remoteAddress = remoteAddress
     }
 
     /// Decoded query parameters; the last value wins when a name repeats.

@@ -19,6 +19,16 @@ public struct Parameters: Sendable {
 /// Answers requests. The FastCGI layer calls it once per request.
 public protocol Responder: Sendable {
     func respond(to request: Request) async -> Response
+    /// Answers a request the FastCGI layer refused before any handler could see it
+    /// (a body over the limit, params too large): `request` holds what could be read
+    /// of it (no body). Every answer passes a responder, so each is logged and counted.
+    func respond(rejected request: Request, with error: HTTPError) async -> Response
+}
+
+extension Responder {
+    public func respond(rejected request: Request, with error: HTTPError) async -> Response {
+        error.response
+    }
 }
 
 /// A route handler: may throw `HTTPError` for client mistakes.
@@ -48,15 +58,21 @@ public struct Router: Sendable {
         return trimmed.hasPrefix("/") ? trimmed : "/" + trimmed
     }
 
-    public mutating func add(_ method: String, _ pattern: String, _ handler: @escaping Handler) {
+    /// Adds a route. A `GET` route answers `HEAD` too (the handler runs, the body is
+    /// not sent) unless `answersHead` is false: a `GET` that changes state (the seed's
+    /// `/start-task`) must not run for a `HEAD`, which is 405 there.
+    public mutating func add(_ method: String, _ pattern: String, answersHead: Bool = true, _ handler: @escaping Handler) {
         let segments = Route.segments(of: pattern)
         if routes.contains(where: { $0.segments == segments && $0.method == method }) {
             preconditionFailure("route \(method) \(pattern) registered twice")
         }
-        routes.append(Route(method: method, segments: segments, handler: handler, pattern: pattern))
+        routes.append(Route(method: method, segments: segments, handler: handler, pattern: pattern,
+                            answersHead: method == "GET" && answersHead))
     }
 
-    public mutating func get(_ pattern: String, _ handler: @escaping Handler) { add("GET", pattern, handler) }
+    public mutating func get(_ pattern: String, answersHead: Bool = true, _ handler: @escaping Handler) {
+        add("GET", pattern, answersHead: answersHead, handler)
+    }
     public mutating func post(_ pattern: String, _ handler: @escaping Handler) { add("POST", pattern, handler) }
     public mutating func patch(_ pattern: String, _ handler: @escaping Handler) { add("PATCH", pattern, handler) }
     public mutating func delete(_ pattern: String, _ handler: @escaping Handler) { add("DELETE", pattern, handler) }
@@ -82,6 +98,8 @@ struct Route: Sendable {
     var handler: Handler
     /// The pattern as written, used as the metrics label.
     var pattern: String
+    /// A `GET` route that also answers `HEAD`.
+    var answersHead: Bool
 
     static func segments(of pattern: String) -> [Segment] {
         pattern.split(separator: "/", omittingEmptySubsequences: true).map { part in
@@ -144,19 +162,20 @@ public struct RouterResponder: Responder {
 
     public func respond(to request: Request) async -> Response {
         guard var path = stripPrefix(request.path) else { return HTTPError.notFound().response }
-        // A trailing slash names the same resource (`/users/` is `/users`).
-        let method = request.method == "HEAD" ? "GET" : request.method
+        let isHead = request.method == "HEAD"
         var allowed: [String] = []
         var found: (route: Route, parameters: Parameters)?
+        // Empty segments are skipped, so a trailing slash names the same resource
+        // (`/users/` is `/users`), and so do doubled slashes.
         path.withUTF8 { bytes in
             let parts = Route.split(bytes)
             for route in routes where route.matches(bytes, parts) {
-                if route.method == method {
+                if route.method == request.method || (isHead && route.answersHead) {
                     found = (route, route.parameters(bytes, parts))
                     return
                 }
                 allowed.append(route.method)
-                if route.method == "GET" { allowed.append("HEAD") }
+                if route.answersHead { allowed.append("HEAD") }
             }
         }
         if let (route, parameters) = found {

@@ -32,6 +32,13 @@ public struct Configuration: Sendable, Equatable {
     public var busyTimeoutMilliseconds: Int = 5000
     public var synchronous: String = "NORMAL"
     public var maxConnections: Int = 1024
+    /// Worker threads kept waiting for a new connection once theirs closed; beyond
+    /// that, a thread whose connection closed exits.
+    public var idleThreads: Int = 64
+    /// How long a write to the web server may block before the connection is dropped.
+    public var writeTimeoutSeconds: Double = 30
+    /// Client addresses (`REMOTE_ADDR`) that `GET /metrics` answers.
+    public var metricsAllow: [AddressRange] = AddressRange.loopback
     public var workerScheduling: ThreadScheduling = .batch
     public var slowRequestMilliseconds: Int = 1000
     public var taskConcurrency: Int = 4
@@ -108,6 +115,21 @@ public struct Configuration: Sendable, Equatable {
         Setting(flag: "--max-connections", environment: "USERSD_MAX_CONNECTIONS", placeholder: "N",
                 help: "most FastCGI connections served at once, one thread each (default 1024)") {
             $0.maxConnections = try integer($1, "--max-connections", 1...65_536)
+        },
+        Setting(flag: "--idle-threads", environment: "USERSD_IDLE_THREADS", placeholder: "N",
+                help: "worker threads kept waiting for new connections; more exit when idle (default 64)") {
+            $0.idleThreads = try integer($1, "--idle-threads", 0...65_536)
+        },
+        Setting(flag: "--write-timeout", environment: "USERSD_WRITE_TIMEOUT", placeholder: "SECONDS",
+                help: "a response write the web server does not take within this time drops the connection (default 30)") {
+            $0.writeTimeoutSeconds = try seconds($1, "--write-timeout", minimum: 0.001)
+        },
+        Setting(flag: "--metrics-allow", environment: "USERSD_METRICS_ALLOW", placeholder: "CIDR,...",
+                help: "client addresses (REMOTE_ADDR) GET /metrics answers; others get 403 (default 127.0.0.0/8,::1)") {
+            guard let ranges = AddressRange.list($1) else {
+                throw ConfigurationError("--metrics-allow: '\($1)' is not a comma-separated list of addresses or CIDR networks")
+            }
+            $0.metricsAllow = ranges
         },
         Setting(flag: "--worker-scheduling", environment: "USERSD_WORKER_SCHEDULING", placeholder: "POLICY",
                 help: "batch (default: a worker woken up does not preempt the writer or nginx) or normal") {
@@ -266,9 +288,10 @@ public struct Configuration: Sendable, Equatable {
         return number
     }
 
-    private static func seconds(_ value: String, _ name: String) throws(ConfigurationError) -> Double {
-        guard let number = Double(value), number.isFinite, number >= 0, number <= 86_400 else {
-            throw ConfigurationError("\(name): '\(value)' is not a number of seconds in 0...86400")
+    private static func seconds(_ value: String, _ name: String, minimum: Double = 0) throws(ConfigurationError) -> Double {
+        guard let number = Double(value), number.isFinite, number >= minimum, number <= 86_400 else {
+            let range = minimum == 0 ? "in 0...86400" : "above 0 and at most 86400"
+            throw ConfigurationError("\(name): '\(value)' is not a number of seconds \(range)")
         }
         return number
     }

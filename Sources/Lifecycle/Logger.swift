@@ -69,14 +69,16 @@ public enum Log {
     }
 
     /// The access-log line of one request (`msg=request` with request_id, method,
-    /// path, status and duration_ms), as `emit` would write it, without building the
-    /// fields as strings first: it is the one line written per request.
+    /// path, status and duration_ms, and `aborted=true` for a response cut short), as
+    /// `emit` would write it, without building the fields as strings first: it is the
+    /// one line written per request.
     public static func request(
-        _ level: LogLevel, requestID: String, method: String, path: String, status: Int, milliseconds: Double
+        _ level: LogLevel, requestID: String, method: String, path: String, status: Int, milliseconds: Double,
+        aborted: Bool = false
     ) {
         guard isEnabled(level) else { return }
         write(requestLine(level, requestID: requestID, method: method, path: path, status: status,
-                          milliseconds: milliseconds, at: now()))
+                          milliseconds: milliseconds, aborted: aborted, at: now()))
     }
 
     private static func now() -> timespec {
@@ -116,7 +118,7 @@ public enum Log {
 
     static func requestLine(
         _ level: LogLevel, requestID: String, method: String, path: String, status: Int, milliseconds: Double,
-        at time: timespec
+        aborted: Bool = false, at time: timespec
     ) -> [UInt8] {
         var bytes = head(level, "request", at: time)
         appendField("request_id", requestID, to: &bytes)
@@ -126,6 +128,7 @@ public enum Log {
         appendDecimal(status, to: &bytes)
         bytes.append(contentsOf: " duration_ms=".utf8)
         appendThousandths(milliseconds, to: &bytes)
+        if aborted { bytes.append(contentsOf: " aborted=true".utf8) }
         bytes.append(UInt8(ascii: "\n"))
         return bytes
     }

@@ -20,12 +20,12 @@ import Glibc
 public enum MallocTuning {
     public static let tunables = "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=32"
 
-    /// Call first thing in `main`, before any thread exists. Returns without doing
-    /// anything for other commands, when the variable is set, or when the re-exec
-    /// fails (the process then runs with glibc's defaults).
+    /// Call when the command line says to serve, before any thread exists. Returns
+    /// without doing anything when the variable is set, or when the re-exec fails (the
+    /// process then runs with glibc's defaults).
     @available(*, noasync, message: "replaces the process image")
     public static func reexecIfNeeded(arguments: [String]) {
-        guard arguments.count >= 2, arguments[1] == "serve", getenv("GLIBC_TUNABLES") == nil else { return }
+        guard !arguments.isEmpty, getenv("GLIBC_TUNABLES") == nil else { return }
         guard setenv("GLIBC_TUNABLES", tunables, 1) == 0 else { return }
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         argv.append(nil)

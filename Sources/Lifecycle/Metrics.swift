@@ -31,7 +31,11 @@ public struct Histogram: Sendable {
 /// Request counters and latencies.
 ///
 /// Each thread records into its own shard (found through a pthread key), so the
-/// per-request path takes only an uncontended lock; a scrape sums the shards.
+/// per-request path takes only an uncontended lock; a scrape sums the shards. When a
+/// thread exits, its shard's counts are merged into the retired totals and the shard
+/// is released (the key's destructor), so threads that come and go (workers follow
+/// the web server's connections; the watchdog probes on a thread of its own) cost no
+/// memory once they are gone.
 public final class RequestMetrics: Sendable {
     struct Key: Hashable, Sendable {
         let route: String
@@ -41,8 +45,7 @@ public final class RequestMetrics: Sendable {
 
     /// One thread's counts. Lists, not dictionaries: a thread sees a few dozen
     /// (route, method, status) keys, and nearly always the one it saw last, which is
-    /// checked first; hashing the key and the route on every request cost about 1,000
-    /// instructions of a `GET /user/<id>`.
+    /// checked first, without hashing the key on every request.
     final class Shard: Sendable {
         struct Data {
             var requests: [(key: Key, count: Int)] = []
@@ -73,6 +76,12 @@ public final class RequestMetrics: Sendable {
             }
         }
         let data = Mutex(Data())
+        /// The shards this one is listed in, to leave them when its thread exits.
+        let registry: Registry
+
+        init(registry: Registry) {
+            self.registry = registry
+        }
     }
 
     /// All shards summed.
@@ -80,27 +89,56 @@ public final class RequestMetrics: Sendable {
         var requests: [Key: Int] = [:]
         var latency: [String: Histogram] = [:]
         var inFlight = 0
+
+        mutating func add(_ data: Shard.Data) {
+            inFlight += data.inFlight
+            for (key, count) in data.requests { requests[key, default: 0] += count }
+            for (route, histogram) in data.latency { latency[route, default: Histogram()].merge(histogram) }
+        }
     }
 
-    private let shards = Mutex<[Shard]>([])
+    /// The live shards and the totals of the threads that have exited.
+    final class Registry: Sendable {
+        let state = Mutex<(shards: [ObjectIdentifier: Shard], retired: Totals)>(([:], Totals()))
+
+        /// The thread of `shard` exits: its counts move to the retired totals.
+        func retire(_ shard: Shard) {
+            let data = shard.data.withLock { $0 }
+            state.withLock { state in
+                state.shards[ObjectIdentifier(shard)] = nil
+                state.retired.add(data)
+            }
+        }
+    }
+
+    private let registry = Registry()
     private let key: pthread_key_t
 
     public init() {
         var key = pthread_key_t()
-        pthread_key_create(&key, nil)
+        // Runs on an exiting thread that recorded a request, with its shard (retained
+        // by `setspecific`): fold the shard into the totals and release it.
+        pthread_key_create(&key) { pointer in
+            guard let pointer else { return }
+            let shard = Unmanaged<Shard>.fromOpaque(pointer).takeRetainedValue()
+            shard.registry.retire(shard)
+        }
         self.key = key
     }
 
-    /// This thread's shard (created on first use; shards live as long as the metrics).
+    /// This thread's shard (created on first use, retired when the thread exits).
     private func shard() -> Shard {
         if let pointer = pthread_getspecific(key) {
             return Unmanaged<Shard>.fromOpaque(pointer).takeUnretainedValue()
         }
-        let shard = Shard()
-        shards.withLock { $0.append(shard) }
-        pthread_setspecific(key, Unmanaged.passUnretained(shard).toOpaque())
+        let shard = Shard(registry: registry)
+        registry.state.withLock { $0.shards[ObjectIdentifier(shard)] = shard }
+        pthread_setspecific(key, Unmanaged.passRetained(shard).toOpaque())
         return shard
     }
+
+    /// Shards of live threads (one per thread that has recorded a request).
+    public var shardCount: Int { registry.state.withLock { $0.shards.count } }
 
     public func requestStarted() {
         shard().data.withLock { $0.inFlight += 1 }
@@ -124,15 +162,11 @@ public final class RequestMetrics: Sendable {
         }
     }
 
-    /// Sums every shard.
+    /// Sums every shard and the retired totals.
     func snapshot() -> Totals {
-        var total = Totals()
-        for shard in shards.withLock({ $0 }) {
-            let data = shard.data.withLock { $0 }
-            total.inFlight += data.inFlight
-            for (key, count) in data.requests { total.requests[key, default: 0] += count }
-            for (route, histogram) in data.latency { total.latency[route, default: Histogram()].merge(histogram) }
-        }
+        let (shards, retired) = registry.state.withLock { (Array($0.shards.values), $0.retired) }
+        var total = retired
+        for shard in shards { total.add(shard.data.withLock { $0 }) }
         return total
     }
 
@@ -149,6 +183,8 @@ public final class RequestMetrics: Sendable {
         }
         text.help("usersd_requests_in_flight", "Requests being handled now.", type: "gauge")
         text.sample("usersd_requests_in_flight", [:], Double(data.inFlight))
+        text.help("usersd_request_metric_shards", "Per-thread request counters held (one per live thread that served a request).", type: "gauge")
+        text.sample("usersd_request_metric_shards", [:], Double(shardCount))
     }
 
     /// Total requests answered so far (for `STATUS=`).

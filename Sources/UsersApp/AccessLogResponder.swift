@@ -3,7 +3,12 @@ import HTTP
 import Lifecycle
 
 /// Wraps the router: adds `X-Request-Id` and writes one access-log line per request
-/// (level info; warning when slower than the threshold).
+/// (level info; warning when slower than the threshold or cut short), with its
+/// request metrics. Requests the FastCGI layer refused are logged and counted too.
+///
+/// A streamed answer is logged when its last byte was handed to the connection, not
+/// when the handler returned its head: the line's duration and the latency histogram
+/// cover the whole stream.
 struct AccessLogResponder: Responder {
     let inner: RouterResponder
     let slowRequestMilliseconds: Int
@@ -12,19 +17,48 @@ struct AccessLogResponder: Responder {
     func respond(to request: Request) async -> Response {
         let start = Self.now()
         metrics.requestStarted()
-        var response = await inner.respond(to: request)
+        return finish(await inner.respond(to: request), of: request, startedAt: start)
+    }
+
+    func respond(rejected request: Request, with error: HTTPError) async -> Response {
+        let start = Self.now()
+        metrics.requestStarted()
+        var response = error.response
+        response.route = "rejected"
+        return finish(response, of: request, startedAt: start)
+    }
+
+    private func finish(_ response: Response, of request: Request, startedAt start: UInt64) -> Response {
+        var response = response
         response.headers.append(("X-Request-Id", request.requestID))
+        guard case .stream(let produce) = response.body else {
+            record(response, of: request, startedAt: start, aborted: false)
+            return response
+        }
+        let logged = response
+        response.body = .stream { [self] writer in
+            do {
+                try await produce(writer)
+            } catch {
+                record(logged, of: request, startedAt: start, aborted: true)
+                throw error
+            }
+            record(logged, of: request, startedAt: start, aborted: false)
+        }
+        return response
+    }
+
+    private func record(_ response: Response, of request: Request, startedAt start: UInt64, aborted: Bool) {
         let milliseconds = Double(Self.now() - start) / 1_000_000
         metrics.requestFinished(
             route: response.route ?? "unmatched", method: request.method, status: response.status.code,
             seconds: milliseconds / 1000
         )
-        let level: LogLevel = milliseconds >= Double(slowRequestMilliseconds) ? .warning : .info
+        let level: LogLevel = aborted || milliseconds >= Double(slowRequestMilliseconds) ? .warning : .info
         Log.request(
             level, requestID: request.requestID, method: request.method, path: request.path,
-            status: response.status.code, milliseconds: milliseconds
+            status: response.status.code, milliseconds: milliseconds, aborted: aborted
         )
-        return response
     }
 
     static func now() -> UInt64 {

@@ -10,10 +10,13 @@ public struct Application: Sendable {
     public let metrics = RequestMetrics()
     /// What `GET /metrics` shows besides the request metrics.
     public let collectors = MetricsCollectors()
+    /// The client addresses `GET /metrics` answers (`--metrics-allow`).
+    public let metricsAllow: [AddressRange]
 
-    public init(store: any UserStore, scheduler: TaskScheduler? = nil) {
+    public init(store: any UserStore, scheduler: TaskScheduler? = nil, metricsAllow: [AddressRange] = AddressRange.loopback) {
         self.store = store
         self.scheduler = scheduler
+        self.metricsAllow = metricsAllow
     }
 
     /// The router with every route of the API.
@@ -33,7 +36,12 @@ public struct Application: Sendable {
         }
         let metrics = self.metrics
         let collectors = self.collectors
-        router.get("/metrics") { _, _ in
+        let metricsAllow = self.metricsAllow
+        // usersd enforces the allow-list itself: the check sits on the route, so every
+        // spelling of the path that reaches it (`/metrics/`, `//metrics`, a mount
+        // prefix) meets it, whatever the web server's site says.
+        router.get("/metrics") { request, _ in
+            guard metricsAllow.allows(request.remoteAddress) else { throw Self.metricsForbidden }
             var text = PrometheusText()
             metrics.render(into: &text)
             let rest = await collectors.render()
@@ -45,6 +53,8 @@ public struct Application: Sendable {
         }
         return router
     }
+
+    static let metricsForbidden = HTTPError(.forbidden, "Metrics are served to allowed addresses only (--metrics-allow)")
 
     /// The complete responder: routes, errors as JSON, one access-log line per request.
     public func makeResponder(mountPrefix: String = "", slowRequestMilliseconds: Int = 1000) -> any Responder {

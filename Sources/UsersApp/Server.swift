@@ -34,6 +34,19 @@ struct Server {
             return 64
         }
 
+        do {
+            try Usersd.createDatabaseDirectory(configuration)
+            try ServingLock.acquire(path: configuration.databasePath)
+        } catch ServingLock.Failure.heldByAnotherProcess {
+            Usersd.printError(
+                "usersd: \(configuration.databasePath) is already served by another usersd process; "
+                    + "a database is served by one process at a time (backup and check work beside it)"
+            )
+            return 75  // EX_TEMPFAIL: try again once the other process has stopped
+        } catch {
+            Log.error("cannot open database", ["path": configuration.databasePath, "error": "\(error)"])
+            return 1
+        }
         let database: Database
         do {
             database = try Usersd.openDatabase(configuration)
@@ -77,7 +90,7 @@ struct Server {
             database.close()
             return 1
         }
-        let application = Application(store: store, scheduler: scheduler)
+        let application = Application(store: store, scheduler: scheduler, metricsAllow: configuration.metricsAllow)
         let responder = application.makeResponder(
             mountPrefix: configuration.mountPrefix,
             slowRequestMilliseconds: configuration.slowRequestMilliseconds
@@ -85,6 +98,8 @@ struct Server {
         var fastCGI = FastCGIConfiguration(listen: listen)
         fastCGI.maxBodyBytes = configuration.maxBodyBytes
         fastCGI.maxConnections = configuration.maxConnections
+        fastCGI.idleThreads = configuration.idleThreads
+        fastCGI.writeTimeoutSeconds = configuration.writeTimeoutSeconds
         fastCGI.workerScheduling = configuration.workerScheduling
         let server: FastCGIServer
         do {

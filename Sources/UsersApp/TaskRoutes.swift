@@ -9,7 +9,8 @@ struct TaskRoutes: Sendable {
     static let maximumListLimit = 1000
 
     func register(on router: inout Router) {
-        router.get("/start-task") { _, _ in try await startTask() }
+        // The seed's GET changes state (it starts a task), so HEAD must not run it: 405.
+        router.get("/start-task", answersHead: false) { _, _ in try await startTask() }
         router.post("/tasks") { request, _ in try await create(request) }
         router.get("/tasks") { request, _ in try await list(request) }
         router.get("/tasks/{id}") { _, parameters in try await show(parameters) }

@@ -72,14 +72,18 @@ struct UserRoutes: Sendable {
         return Response(status: .noContent)
     }
 
-    /// `GET /users[?limit=N&after_id=K]`: streamed page by page in id order, so memory
-    /// stays flat whatever the table size.
-    /// The whole list from the cache, or read into it when the table is small;
-    /// `nil` when the table is too big to cache (then it is streamed).
-    func cachedFullList() async throws -> [UInt8]? {
+    /// How a full `GET /users` begins: the whole answer of a small table (cached until
+    /// the next user write), or the first pages of a big one, which the stream then
+    /// continues from `lastID` (each row is read once).
+    enum FullListStart {
+        case complete([UInt8])
+        /// `json` is `[` and the rows read so far (`{...},{...}`, no closing bracket).
+        case partial(json: [UInt8], lastID: Int64)
+    }
+
+    func fullListStart() async throws -> FullListStart {
         let version = store.changeVersion
-        if let body = listCache.body(at: version) { return body }
-        let limit = UserListCache.maximumRows
+        if let body = listCache.body(at: version) { return .complete(body) }
         var body: [UInt8] = [UInt8(ascii: "[")]
         var cursor: Int64 = 0
         var total = 0
@@ -91,14 +95,22 @@ struct UserRoutes: Sendable {
             }
             total += page.count
             guard page.count == Self.pageSize, let last = page.lastID else { break }
-            if total >= limit { return nil }
             cursor = last
+            if total >= UserListCache.maximumRows { return .partial(json: body, lastID: cursor) }
         }
         body.append(UInt8(ascii: "]"))
         listCache.store(body, at: version)
-        return body
+        return .complete(body)
     }
 
+    /// `GET /users[?limit=N&after_id=K]`: in id order, streamed page by page (one
+    /// short read transaction each), so memory stays flat whatever the table size.
+    ///
+    /// The answer is not marked `X-Accel-Buffering: no`: nginx buffers it (spooling
+    /// to a temporary file past its buffers) and so reads it from usersd at full
+    /// speed, whatever the client's speed. A client that stops reading costs nginx
+    /// disk, not a usersd thread; behind a server that does not buffer, the write
+    /// timeout (`--write-timeout`) bounds what a stalled client can hold.
     func list(_ request: Request) async throws -> Response {
         let query = request.queryParameters
         var limit = Int.max
@@ -115,24 +127,24 @@ struct UserRoutes: Sendable {
             }
             afterID = value
         }
-        let store = self.store
+        var start: [UInt8] = [UInt8(ascii: "[")]
         if limit == Int.max && afterID == 0 {
-            if let cached = try await cachedFullList() {
-                return Response.json(.ok, cached)
+            switch try await fullListStart() {
+            case .complete(let body): return Response.json(.ok, body)
+            case .partial(let json, let lastID): (start, afterID) = (json, lastID)
             }
         }
-        let (firstAfterID, maximum) = (afterID, limit)
-        // X-Accel-Buffering: nginx passes a streamed list on as it comes instead of
-        // spooling it to a temporary file; every other answer stays buffered there.
+        let store = self.store
+        let (firstAfterID, maximum, prefix) = (afterID, limit, start)
         return Response(
             status: .ok,
-            headers: [("Content-Type", Response.jsonContentType), ("X-Accel-Buffering", "no")],
+            headers: [("Content-Type", Response.jsonContentType)],
             body: .stream { writer in
-                var buffer: [UInt8] = [UInt8(ascii: "[")]
+                var buffer = prefix
                 buffer.reserveCapacity(64 * 1024)
                 var cursor = firstAfterID
                 var remaining = maximum
-                var isFirst = true
+                var isFirst = prefix.count == 1
                 while remaining > 0 {
                     let wanted = min(Self.pageSize, remaining)
                     let page = try await store.userSummaryPage(afterID: cursor, limit: wanted)

@@ -30,6 +30,10 @@ public enum Usersd {
             print("usersd \(version)")
             return 0
         case .serve:
+            // Before any thread starts, whichever way serving was spelt (`usersd`,
+            // `usersd serve`, `usersd --db X serve`): re-executes itself once with
+            // glibc's malloc settings (see MallocTuning).
+            MallocTuning.reexecIfNeeded(arguments: CommandLine.arguments)
             return Server(configuration: configuration, environment: environment).run()
         case .migrate:
             return Maintenance(configuration: configuration).migrate()
@@ -44,12 +48,17 @@ public enum Usersd {
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }
 
-    /// Opens the database, creating its directory.
-    static func openDatabase(_ configuration: Configuration) throws -> Database {
+    /// Creates the database's directory when missing.
+    static func createDatabaseDirectory(_ configuration: Configuration) throws {
         let directory = (configuration.databasePath as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+    }
+
+    /// Opens the database, creating its directory.
+    static func openDatabase(_ configuration: Configuration) throws -> Database {
+        try createDatabaseDirectory(configuration)
         var options = DatabaseOptions(path: configuration.databasePath)
         options.busyTimeoutMilliseconds = Int32(configuration.busyTimeoutMilliseconds)
         options.synchronous = configuration.synchronous

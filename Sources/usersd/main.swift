@@ -1,10 +1,5 @@
 import Foundation
-import Lifecycle
 import UsersApp
-
-// First, before any thread starts: `serve` re-executes itself once with glibc's
-// malloc settings (see MallocTuning).
-MallocTuning.reexecIfNeeded(arguments: CommandLine.arguments)
 
 // No top-level await: the main thread stays a plain thread that takes signals with
 // sigwait (see Signals). Everything lives in UsersApp.

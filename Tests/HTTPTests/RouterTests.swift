@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import HTTP
@@ -76,5 +77,36 @@ import Testing
         #expect(query["after_id"] == "5")
         #expect(query["name"] == "a b c")
         #expect(query["bad"] == nil)
+    }
+}
+
+/// A `GET` that changes state opts out of `HEAD`, which must never run it.
+@Suite struct HeadOnStateChangingGetTests {
+    final class Calls: Sendable {
+        let count = Atomic<Int>(0)
+    }
+
+    func responder(_ calls: Calls) -> RouterResponder {
+        var router = Router()
+        router.get("/start-task", answersHead: false) { _, _ in
+            calls.count.add(1, ordering: .relaxed)
+            return Response.json(.accepted, Array("{}".utf8))
+        }
+        router.get("/users") { _, _ in Response.json(.ok, Array("[]".utf8)) }
+        return router.buildResponder()
+    }
+
+    @Test func headIs405AndTheHandlerDoesNotRun() async {
+        let calls = Calls()
+        let head = await responder(calls).respond(to: Request(method: "HEAD", path: "/start-task"))
+        #expect(head.status == .methodNotAllowed)
+        #expect(head.header("Allow") == "GET")
+        #expect(calls.count.load(ordering: .relaxed) == 0)
+        let get = await responder(calls).respond(to: Request(method: "GET", path: "/start-task"))
+        #expect(get.status == .accepted)
+        #expect(calls.count.load(ordering: .relaxed) == 1)
+        let post = await responder(calls).respond(to: Request(method: "POST", path: "/start-task"))
+        #expect(post.header("Allow") == "GET")
+        #expect(await responder(calls).respond(to: Request(method: "HEAD", path: "/users")).status == .ok)
     }
 }

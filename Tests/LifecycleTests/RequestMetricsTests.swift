@@ -54,3 +54,49 @@ import Testing
         #expect(metrics.snapshot().requests[.init(route: "unmatched", method: "OTHER", status: 405)] == 1)
     }
 }
+
+/// Threads that exit leave their counts and free their shard.
+@Suite struct RequestMetricsRetirementTests {
+    /// Runs `body` on a new pthread and waits until the thread has terminated (its key
+    /// destructors run before `pthread_join` returns).
+    func onThreadThatExits(_ body: @escaping @Sendable () -> Void) {
+        final class Work: @unchecked Sendable {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        var thread = pthread_t()
+        let work = Unmanaged.passRetained(Work(body)).toOpaque()
+        let created = pthread_create(&thread, nil, { pointer in
+            Unmanaged<Work>.fromOpaque(pointer!).takeRetainedValue().body()
+            return nil
+        }, work)
+        #expect(created == 0)
+        pthread_join(thread, nil)
+    }
+
+    @Test func aThreadsCountsSurviveItAndItsShardIsReleased() {
+        let metrics = RequestMetrics()
+        for round in 0..<50 {
+            onThreadThatExits {
+                for _ in 0..<3 {
+                    metrics.requestStarted()
+                    metrics.requestFinished(route: "/user/{id}", method: "GET", status: 200, seconds: 0.002)
+                }
+                metrics.requestStarted()
+                metrics.requestFinished(route: "/users", method: "GET", status: round % 2 == 0 ? 200 : 500, seconds: 0.5)
+            }
+            #expect(metrics.shardCount == 0)
+        }
+        let totals = metrics.snapshot()
+        #expect(totals.requests[.init(route: "/user/{id}", method: "GET", status: 200)] == 150)
+        #expect(totals.requests[.init(route: "/users", method: "GET", status: 200)] == 25)
+        #expect(totals.requests[.init(route: "/users", method: "GET", status: 500)] == 25)
+        #expect(totals.latency["/user/{id}"]?.count == 150)
+        #expect(totals.inFlight == 0)
+        // A live thread keeps its shard.
+        metrics.requestStarted()
+        #expect(metrics.shardCount == 1)
+        #expect(metrics.snapshot().inFlight == 1)
+        metrics.requestFinished(route: "/users", method: "GET", status: 200, seconds: 0.1)
+    }
+}
