@@ -178,10 +178,14 @@ def stock_params(method: str, uri: str, body: bytes = b"", content_type: str = "
     }
 
 
-def fastcgi_request(sock: socket.socket, method: str, uri: str, body: bytes = b"", content_type: str = ""):
-    """One FastCGI request on a connected socket, the parameters a stock nginx sends.
+def fastcgi_request(sock: socket.socket, method: str, uri: str, body: bytes = b"", content_type: str = "",
+                    params: dict | None = None, drop: tuple = ()):
+    """One FastCGI request on a connected socket, the parameters a stock nginx sends
+    (`params` added or replaced, the names in `drop` left out).
     Returns (status, headers as a lowercase dict, body)."""
-    params = stock_params(method, uri, body, content_type)
+    params = {**stock_params(method, uri, body, content_type), **(params or {})}
+    for name in drop:
+        params.pop(name, None)
     encoded = b"".join(
         _fcgi_length(len(k.encode())) + _fcgi_length(len(v.encode())) + k.encode() + v.encode() for k, v in params.items()
     )

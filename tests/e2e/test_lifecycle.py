@@ -354,3 +354,19 @@ def test_serve_sets_its_malloc_settings_once_and_keeps_its_pid(make_stack):
         assert f'malloc="{own}"' in line or f"malloc={own} " in line + " ", line
         expect_json(requests.get(stack.url("/healthz"), timeout=TIMEOUT), 200)
         assert stack.service.stop() == 0
+
+
+@pytest.mark.parametrize("args", [[], ["--log-level", "info", "serve"]], ids=["usersd", "usersd --flag serve"])
+def test_every_spelling_of_serving_gets_the_malloc_settings(make_stack, args):
+    """Serving is the default command and flags may come before it: plain `usersd`
+    and `usersd --log-level info serve` re-execute with the malloc settings like
+    `usersd serve` does."""
+    import os
+
+    inherited = os.environ.get("GLIBC_TUNABLES")
+    expected = inherited if inherited is not None else "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=32"
+    stack = make_stack(mode="env", args=args).start()
+    line = _serving_line(stack.service)
+    assert f'malloc="{expected}"' in line or f"malloc={expected} " in line + " ", line
+    expect_json(requests.get(stack.url("/healthz"), timeout=TIMEOUT), 200)
+    assert stack.service.stop() == 0

@@ -565,11 +565,12 @@ class Load:
 
 def test_zero_downtime_restarts(workdir):
     """The test holds the listening socket like systemd does; usersd gets it on fd 0.
-    Under continuous GETs and POSTs through nginx, usersd is restarted 4 times: twice
-    as `systemctl restart` does it (SIGTERM, wait for the exit, start the new one:
-    requests wait in the socket's backlog meanwhile) and twice overlapping (the new
-    one is ready before the old one gets SIGTERM). Not one request may fail, and
-    every user answered 201 must exist afterwards."""
+    Under continuous GETs and POSTs through nginx, usersd is restarted 4 times as
+    `systemctl restart` does it (SIGTERM, wait for the exit, start the new one:
+    requests wait in the socket's backlog meanwhile). Before two of them a second
+    process is started beside the serving one, as an overlapping hand-over would: it
+    must refuse (exit 75, one process serves a database) and change nothing. Not one
+    request may fail, and every user answered 201 must exist afterwards."""
     state = workdir / "state"
     state.mkdir()
     sock = workdir / "usersd.sock"
@@ -577,16 +578,28 @@ def test_zero_downtime_restarts(workdir):
     env = clean_env({**unit_env(workdir), "STATE_DIRECTORY": str(state)})
     argv = exec_start(usersd_bin())
     generations: list[UnitProcess] = []
+    refused: list[UnitProcess] = []
 
     def stop_cleanly(service: UnitProcess) -> None:
         assert service.stop() == 0, f"{service.name} exit status"
         assert service.notify.seen("STOPPING=1"), (service.name, service.notify.lines)
 
-    def start_one() -> UnitProcess:
-        service = UnitProcess(workdir, f"usersd-{len(generations) + 1}")
-        generations.append(service)
+    def spawn(name: str) -> UnitProcess:
+        service = UnitProcess(workdir, name)
         service.spawn(argv, {**env, "NOTIFY_SOCKET": str(service.notify.path)}, stdin=listener.fileno(), cwd=str(workdir))
+        return service
+
+    def start_one() -> UnitProcess:
+        service = spawn(f"usersd-{len(generations) + 1}")
+        generations.append(service)
         return service.wait_ready()
+
+    def start_beside() -> None:
+        intruder = spawn(f"intruder-{len(refused) + 1}")
+        refused.append(intruder)
+        assert intruder.proc.wait(START_TIMEOUT) == 75, intruder.log_tail()
+        assert "already served by another usersd process" in intruder.log_text()
+        assert not intruder.notify.seen("READY=1")
 
     web = Nginx(workdir, sock)
     load = None
@@ -597,14 +610,12 @@ def test_zero_downtime_restarts(workdir):
             known = create_user(http, web.url, "always there ✓", unique_email("zd"))
         load = Load(web.url, known).start()
         load.wait_for_more(50)
-        for restart, overlap in enumerate([False, True, False, True], start=1):
-            if overlap:
-                successor = start_one()
-                stop_cleanly(current)
-            else:
-                stop_cleanly(current)
-                successor = start_one()
-            current = successor
+        for attempt_overlap in [False, True, False, True]:
+            if attempt_overlap:
+                start_beside()
+                load.wait_for_more(50)
+            stop_cleanly(current)
+            current = start_one()
             load.wait_for_more(50)
         load.stop()
         failures, created, ok = list(load.failures), list(load.created), load.ok
@@ -618,10 +629,10 @@ def test_zero_downtime_restarts(workdir):
         if load:
             load.stop()
         web.stop()
-        for service in generations:
+        for service in generations + refused:
             service.close()
         listener.close()
-    assert len(generations) == 5
+    assert len(generations) == 5 and len(refused) == 2
     with sqlite3.connect(str(state / "users.sqlite3")) as connection:
         stored = {row[0]: row[1] for row in connection.execute("SELECT id, email FROM users")}
     assert all(stored.get(user["id"]) == user["email"] for user in created)
