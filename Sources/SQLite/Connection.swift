@@ -148,21 +148,6 @@ public final class Connection {
 
     /// A capsule that can interrupt this connection from another thread.
     public var interrupter: Interrupter { Interrupter(handle: handle) }
-
-    /// Copies this database into `destination` with the online backup API while other
-    /// connections keep reading and writing.
-    public func backup(to destination: String) throws(SQLiteError) {
-        let target = try Connection(path: destination)
-        guard let backup = sqlite3_backup_init(target.handle, "main", handle, "main") else {
-            throw target.error(SQLITE_ERROR)
-        }
-        var code: Int32
-        repeat {
-            code = sqlite3_backup_step(backup, 256)
-        } while code == SQLITE_OK || code == SQLITE_BUSY || code == SQLITE_LOCKED
-        sqlite3_backup_finish(backup)
-        guard code == SQLITE_DONE else { throw target.error(code) }
-    }
 }
 
 @available(*, unavailable)

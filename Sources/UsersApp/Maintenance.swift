@@ -49,21 +49,42 @@ struct Maintenance {
         return problems == 0 ? 0 : 1
     }
 
+    /// `usersd backup PATH`: copies the database (which may be serving) into a new file
+    /// PATH, readable by its owner only (see `Connection.backup(to:)`). Exit statuses
+    /// from sysexits.h, as 64 for a bad setting: 66 (`EX_NOINPUT`) when the database
+    /// is missing, unreadable or not usersd's (nothing is created: a mistyped `--db`
+    /// must not leave an empty database and an empty backup behind); 73
+    /// (`EX_CANTCREAT`) when PATH exists or cannot be created; 75 (`EX_TEMPFAIL`) when
+    /// the database stayed locked beyond the busy timeout; 74 (`EX_IOERR`) when
+    /// copying failed.
     @available(*, noasync, message: "runs the whole process")
     func backup(to destination: String) -> Int32 {
-        guard !FileManager.default.fileExists(atPath: destination) else {
-            Usersd.printError("usersd backup: \(destination) already exists")
-            return 1
-        }
-        do {
-            let database = try Usersd.openDatabase(configuration)
-            defer { database.close() }
-            try blockingWait { try await database.read { try $0.backup(to: destination) } }
+        let path = configuration.databasePath
+        do throws(BackupError) {
+            let source = try Connection.backupSource(
+                path: path, busyTimeoutMilliseconds: Int32(configuration.busyTimeoutMilliseconds))
+            let applied: Set<Int>
+            do {
+                applied = try Migrations.appliedVersions(source)
+            } catch let error as SQLiteError where error.isBusy {
+                throw BackupError(.busy, "cannot read database \(path): \(error.message)")
+            } catch {
+                throw BackupError(.source, "cannot read database \(path): \(error)")
+            }
+            guard !applied.isEmpty else {
+                throw BackupError(.source, "\(path) is not a usersd database (no migrations applied)")
+            }
+            try source.backup(to: destination)
             print("backup written to \(destination)")
             return 0
         } catch {
-            Usersd.printError("usersd backup: \(error)")
-            return 1
+            Usersd.printError("usersd backup: \(error.message)")
+            switch error.kind {
+            case .source: return 66
+            case .destination: return 73
+            case .copy: return 74
+            case .busy: return 75
+            }
         }
     }
 }
