@@ -64,6 +64,32 @@ import Testing
         }
     }
 
+    /// Internal kinds (the welcome task) are refused to clients by the registry and by
+    /// `enqueue`, named as internal, left out of the list of known kinds, and nothing is
+    /// written; the kinds clients may create still are.
+    @Test func internalKindsAreNotClientCreatable() async throws {
+        let fixture = try await SchedulerFixture()
+        let registry = fixture.scheduler.registry
+        #expect(registry.kinds["welcome"]?.isInternal == true)
+        #expect(registry.kinds["sleep"]?.isInternal == false)
+        let payload: [String: JSONValue] = ["user_id": .number(1, integer: 1)]
+        #expect(throws: TaskPayloadError(
+            field: "kind", message: "task kind 'welcome' is internal: usersd creates these tasks itself, clients cannot"
+        )) { try registry.validate(kind: "welcome", payload: payload) }
+        #expect(throws: TaskPayloadError(field: "kind", message: "unknown task kind 'nope' (known: gated, sleep)")) {
+            try registry.validate(kind: "nope", payload: [:])
+        }
+        do {
+            _ = try await fixture.scheduler.enqueue(kind: "welcome", payload: payload)
+            Issue.record("enqueue accepted an internal kind")
+        } catch let error as TaskPayloadError {
+            #expect(error.field == "kind" && error.message.contains("internal"))
+        }
+        #expect(try await fixture.store.tasks(state: nil, afterID: 0, limit: 10).isEmpty)
+        #expect(try await fixture.store.taskCounts().values.allSatisfy { $0 == 0 })
+        #expect(try await fixture.enqueue("sleep") > 0)
+    }
+
     /// The claim path leaves the tasks it is told to skip queued and takes the next due ones.
     @Test func claimAndNextDueTimeSkipTheTasksTheyAreToldTo() async throws {
         let fixture = try await SchedulerFixture()

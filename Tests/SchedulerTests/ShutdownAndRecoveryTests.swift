@@ -1,7 +1,7 @@
 import Foundation
 import HTTP
 import SQLite
-import Scheduler
+@testable import Scheduler
 import Store
 import Synchronization
 import Testing
@@ -30,6 +30,22 @@ import Testing
         fixture.gate.open()
         await stopped
         #expect(try await fixture.state(id) == .succeeded)
+    }
+
+    /// A task that ignores shutdown's cancel and succeeds ends `succeeded`, and shutdown's
+    /// mark is dropped with the attempt.
+    @Test(.timeLimit(.minutes(1))) func taskThatSucceedsDespiteShutdownLeavesNothingBehind() async throws {
+        let fixture = try await SchedulerFixture()
+        var events = fixture.events.makeAsyncIterator()
+        try await fixture.scheduler.start()
+        let id = try await fixture.enqueue("gated")  // its gate does not listen to cancellation
+        #expect(await next(&events) { $0 == .started(id) } != nil)
+        async let stopped: Void = fixture.scheduler.shutdown(graceMilliseconds: 0)
+        await waitUntil { await fixture.scheduler.bookkeeping.stoppedByShutdown == 1 }
+        fixture.gate.open()
+        await stopped
+        #expect(try await fixture.state(id) == .succeeded)
+        #expect(await fixture.scheduler.bookkeeping == TaskScheduler.Bookkeeping())
     }
 
     @Test func recoveryRequeuesTasksLeftRunningByACrash() async throws {

@@ -68,13 +68,18 @@ import Testing
         #expect(try await fixture.state(queued.id) == .queued)
     }
 
-    /// Through the scheduler: the welcome task succeeds with its result and one outbox row.
+    /// Through the scheduler's claim path (a welcome task that was not noted at insert,
+    /// such as one found at start-up): it succeeds with its result and one outbox row.
     @Test func welcomeTaskRunsThroughTheScheduler() async throws {
         let fixture = try await SchedulerFixture()
         let user = try await fixture.store.createUser(name: "Cy", email: "cy@x.io")
         var events = fixture.events.makeAsyncIterator()
         try await fixture.scheduler.start()
-        let id = try await fixture.enqueue("welcome", ["user_id": .number(Double(user.id), integer: user.id)])
+        let payload = BuiltInTasks.welcomePayload(userID: user.id)
+        let id = try await fixture.store.enqueue(
+            NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10).task.id
+        fixture.scheduler.wakeUp()
+        #expect(await next(&events) { if case .started = $0 { true } else { false } } == .started(id))
         let finished = await next(&events) { $0 == .finished(id, .succeeded) }
         #expect(finished != nil)
         let task = try #require(try await fixture.store.task(id: id))
@@ -133,16 +138,19 @@ import Testing
         #expect(try await store.task(id: forAnn) == annTask)
     }
 
-    /// A welcome task noted at insert runs at once even while every slot is taken: it
-    /// needs no claim and no slot.
+    /// A welcome task inserted with its user (in the user's transaction, noted for the
+    /// scheduler, as the server does; internal kinds are not enqueued through the
+    /// scheduler) runs at once even while every slot is taken: it needs no claim and no slot.
     @Test(.timeLimit(.minutes(1))) func notedWelcomeRunsWhileAllSlotsAreBusy() async throws {
-        let fixture = try await SchedulerFixture(concurrency: 1)
-        let user = try await fixture.store.createUser(name: "Di", email: "di@x.io")
+        let fixture = try await SchedulerFixture(concurrency: 1, welcomeWithEachUser: true)
         var events = fixture.events.makeAsyncIterator()
         try await fixture.scheduler.start()
         let gated = try await fixture.enqueue("gated")
         #expect(await next(&events) { $0 == .started(gated) } != nil)
-        let welcome = try await fixture.enqueue("welcome", ["user_id": .number(Double(user.id), integer: user.id)])
+        let user = try await fixture.store.createUser(name: "Di", email: "di@x.io")
+        fixture.scheduler.wakeForNoted()
+        let welcome = try #require(try await fixture.store.tasks(state: nil, afterID: gated, limit: 10).first).id
+        #expect(try await fixture.store.task(id: welcome)?.payload == BuiltInTasks.welcomePayload(userID: user.id))
         #expect(await next(&events) { $0 == .finished(welcome, .succeeded) } != nil)
         #expect(try await fixture.state(gated) == .running)
         #expect(await fixture.scheduler.runningCount == 1)
