@@ -38,6 +38,8 @@ public enum BuiltInTasks {
     /// `welcome` — `{"user_id": N}`: writes the welcome message for a new user into the
     /// outbox (where a mail sender would read it), exactly once per user. The outbox
     /// row and the task's success commit in one transaction (one write, not two).
+    /// Internal: the store inserts it with each new user, in the user's transaction;
+    /// a client that could create it would write welcome rows for any user id.
     public static func welcome(store: any TaskStore) -> TaskKind {
         // The two possible results, written once (they are stored with every welcome).
         let written = JSONWriter.text(["outbox": .string("written")])
@@ -45,6 +47,7 @@ public enum BuiltInTasks {
         let result: @Sendable (Bool) -> String = { $0 ? written : gone }
         return TaskKind(
             name: "welcome",
+            isInternal: true,
             validate: { payload in
                 guard case .number(_, let id?)? = payload["user_id"], id > 0 else {
                     throw TaskPayloadError(field: "user_id", message: "user_id must be a positive whole number")

@@ -35,15 +35,21 @@ public struct TaskKind: Sendable {
     /// start to finish in one store transaction, and returns the ids it ran. Those
     /// take no slot and no claim; any it skips run through `run` as usual.
     public let runQueued: (@Sendable (_ ids: [Int64], _ now: Int64) async throws -> [Int64])?
+    /// Only usersd itself creates tasks of this kind, in the transaction that needs one
+    /// (the welcome task commits with its user): `TaskRegistry.validate` refuses it, so
+    /// a client can neither create it nor learn its name from the list of kinds.
+    public let isInternal: Bool
 
     public init(
         name: String,
+        isInternal: Bool = false,
         validate: @escaping @Sendable ([String: JSONValue]) throws -> String,
         persistsItsSuccess: Bool = false,
         runQueued: (@Sendable (_ ids: [Int64], _ now: Int64) async throws -> [Int64])? = nil,
         run: @escaping @Sendable (TaskContext) async throws -> String
     ) {
         self.name = name
+        self.isInternal = isInternal
         self.validate = validate
         self.persistsItsSuccess = persistsItsSuccess
         self.runQueued = runQueued
@@ -63,12 +69,18 @@ public struct TaskRegistry: Sendable {
         kinds[kind.name] = kind
     }
 
-    /// The canonical payload for `kind`; throws `TaskPayloadError` for an unknown
-    /// kind (field `kind`) or a payload the kind rejects.
+    /// The canonical payload of a task a client asks for; throws `TaskPayloadError`
+    /// (field `kind`) for an unknown kind or an internal one, or the kind's own error for
+    /// a payload it rejects. The list of known kinds in the message names only the ones
+    /// a client may create.
     public func validate(kind: String, payload: [String: JSONValue]) throws -> String {
         guard let taskKind = kinds[kind] else {
-            let known = kinds.keys.sorted().joined(separator: ", ")
+            let known = kinds.values.filter { !$0.isInternal }.map(\.name).sorted().joined(separator: ", ")
             throw TaskPayloadError(field: "kind", message: "unknown task kind '\(kind)' (known: \(known))")
+        }
+        guard !taskKind.isInternal else {
+            let message = "task kind '\(kind)' is internal: usersd creates these tasks itself, clients cannot"
+            throw TaskPayloadError(field: "kind", message: message)
         }
         return try taskKind.validate(payload)
     }

@@ -46,7 +46,16 @@ public actor TaskScheduler {
     private nonisolated let wake = WakeSignal()
     private var phase = Phase.idle
     private var running: [Int64: Task<Void, Never>] = [:]
+    /// Launched attempts a client asked to cancel: their failure is stored as `cancelled`.
+    /// An id stays until its attempt's `finish` is done, whatever the attempt's outcome.
     private var cancelRequested: Set<Int64> = []
+    /// Cancels waiting for the claim in flight to launch their task, by id and how many.
+    /// `launch` cancels such a task at once; each cancel removes its own count.
+    private var awaitingLaunch: [Int64: Int] = [:]
+    /// Set while a claim transaction is in flight (it may have committed tasks as
+    /// `running` that are not launched yet): the cancels waiting for it to end.
+    private var claimWaiters: [CheckedContinuation<Void, Never>]?
+    /// Launched attempts stopped by shutdown: their failure puts them back in the queue.
     private var stoppedByShutdown: Set<Int64> = []
     private var loop: Task<Void, Never>?
     private var startedAt: [Int64: Int64] = [:]
@@ -118,10 +127,31 @@ public actor TaskScheduler {
     /// The number of tasks running right now.
     public var runningCount: Int { running.count }
 
+    /// Tasks with a cancel under way: running attempts told to stop that have not
+    /// finished, and cancels waiting for a just-claimed task to launch. Zero whenever no
+    /// `cancel(id:)` is in progress and no cancelled attempt is still stopping.
+    public var pendingCancellationCount: Int {
+        cancelRequested.union(awaitingLaunch.keys).count
+    }
+
+    /// How many entries each per-task table holds (tests: all zero once no task runs
+    /// and no cancel is in progress).
+    struct Bookkeeping: Equatable, Sendable {
+        var running = 0, cancelRequested = 0, awaitingLaunch = 0, stoppedByShutdown = 0, startedAt = 0
+    }
+
+    var bookkeeping: Bookkeeping {
+        Bookkeeping(
+            running: running.count, cancelRequested: cancelRequested.count, awaitingLaunch: awaitingLaunch.count,
+            stoppedByShutdown: stoppedByShutdown.count, startedAt: startedAt.count)
+    }
+
     // MARK: - Enqueue
 
-    /// Validates and persists a task; returns after commit. Throws `TaskPayloadError`
-    /// (422) or `TaskStoreError.queueFull` (503).
+    /// Validates and persists a task a client asked for; returns after commit. Throws
+    /// `TaskPayloadError` (422: an unknown or internal kind, a bad payload) or
+    /// `TaskStoreError.queueFull` (503). Internal kinds are inserted by the store in the
+    /// transaction that needs them (the welcome task with its user), never through here.
     public nonisolated func enqueue(
         kind: String, payload: [String: JSONValue], maxAttempts: Int? = nil, delayMilliseconds: Int64 = 0,
         idempotencyKey: String? = nil
@@ -187,14 +217,31 @@ public actor TaskScheduler {
         await runNoted()
         guard claimWanted.exchange(false, ordering: .relaxed) else { return }
         while phase == .running, running.count < configuration.concurrency {
-            // Read on the writer, inside the claim's transaction: a welcome task noted from
-            // inside its user's (committed) transaction is seen there and left to `runNoted`.
-            let claimed = try await store.claimDue(
-                now: clock.now(), limit: configuration.concurrency - running.count,
-                skipping: { [self] in self.noted.withLock { $0.all } })
-            if claimed.isEmpty { return }
+            // From here until its tasks are launched, a task can be `running` in the
+            // database with no Swift task yet: `cancel(id:)` waits for `endClaim`.
+            claimWaiters = []
+            let claimed: [TaskRecord]
+            do {
+                // Read on the writer, inside the claim's transaction: a welcome task noted from
+                // inside its user's (committed) transaction is seen there and left to `runNoted`.
+                claimed = try await store.claimDue(
+                    now: clock.now(), limit: configuration.concurrency - running.count,
+                    skipping: { [self] in self.noted.withLock { $0.all } })
+            } catch {
+                endClaim()
+                throw error
+            }
             for task in claimed { launch(task) }
+            endClaim()
+            if claimed.isEmpty { return }
         }
+    }
+
+    /// The claim in flight has launched what it claimed: lets the cancels waiting for it go on.
+    private func endClaim() {
+        let waiters = claimWaiters ?? []
+        claimWaiters = nil
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Runs the noted tasks of kinds with `runQueued`, a batch per transaction. They take
@@ -257,14 +304,18 @@ public actor TaskScheduler {
             await self.finish(task, outcome, successPersisted: kind?.persistsItsSuccess ?? false)
         }
         running[task.id] = handle
-        if cancelRequested.contains(task.id) || phase != .running {
-            if phase != .running { stoppedByShutdown.insert(task.id) }
-            handle.cancel()
-        }
+        // A cancel that found the task claimed but not launched is waiting: stop it at once.
+        if awaitingLaunch[task.id] != nil { cancelRequested.insert(task.id) }
+        if phase != .running { stoppedByShutdown.insert(task.id) }
+        if cancelRequested.contains(task.id) || phase != .running { handle.cancel() }
     }
 
     /// Persists how an attempt ended (unless the kind already stored its success), then
-    /// frees its slot.
+    /// frees its slot and forgets the task. A failure is stored as `cancelled` when a
+    /// cancel was asked for, else re-queued when shutdown stopped it, else retried or
+    /// failed; those flags are read when the failure is stored and dropped at the end,
+    /// together with the slot, so that a cancel arriving in between (it finds the slot
+    /// still taken and waits for this attempt) leaves nothing behind either.
     private func finish(_ task: TaskRecord, _ outcome: Result<String, any Error>, successPersisted: Bool) async {
         do {
             switch outcome {
@@ -273,9 +324,9 @@ public actor TaskScheduler {
             case .success(let result):
                 if try await store.markSucceeded(id: task.id, result: result) { emit(.finished(task.id, .succeeded)) }
             case .failure(let error):
-                if cancelRequested.remove(task.id) != nil {
+                if cancelRequested.contains(task.id) {
                     if try await store.markCancelled(id: task.id) { emit(.finished(task.id, .cancelled)) }
-                } else if stoppedByShutdown.remove(task.id) != nil {
+                } else if stoppedByShutdown.contains(task.id) {
                     if try await store.requeue(id: task.id, now: clock.now()) { emit(.requeued(task.id)) }
                 } else {
                     let message = Self.describe(error)
@@ -303,6 +354,8 @@ public actor TaskScheduler {
             let seconds = Double(clock.now() - start) / 1000
             durations.withLock { $0[task.kind, default: Self.durationHistogram()].observe(seconds) }
         }
+        cancelRequested.remove(task.id)
+        stoppedByShutdown.remove(task.id)
         running[task.id] = nil
         claimWanted.store(true, ordering: .relaxed)
         wake.signal()
@@ -316,24 +369,50 @@ public actor TaskScheduler {
 
     // MARK: - Cancel
 
-    /// Cancels a task: a queued one at once; a running one by cancelling its Swift
-    /// task and waiting until that ended. Returns the task as persisted afterwards.
+    /// Cancels a task and answers its state once the cancel has settled: a queued task
+    /// is cancelled at once; a running one by cancelling its Swift task and waiting
+    /// until that attempt finished. The answer is read from the database afterwards, so
+    /// an attempt that ended meanwhile is `alreadyFinished` with its real state.
+    ///
+    /// The actor is reentrant: every `await` here lets attempts finish and claims launch,
+    /// so the state is read again after each one. A task the database shows `running`
+    /// with no Swift task here is either just claimed (the claim in flight launches it
+    /// soon: wait for that, `launch` cancels it at once) or already finished (read the
+    /// row again). A finished attempt that was retried is queued again: cancel that.
+    /// This loops at most once per attempt of the task. `running` comes back only when
+    /// no Swift task here runs the row (its outcome could not be stored; the next start
+    /// recovers it). Nothing is kept for the task once this returns, except while the
+    /// attempt it stopped is still storing its end.
     public func cancel(id: Int64) async throws -> CancelOutcome {
-        let outcome = try await store.cancel(id: id)
-        switch outcome {
-        case .cancelled:
-            emit(.finished(id, .cancelled))
-            wake.signal()
-            return outcome
-        case .running(let task):
-            cancelRequested.insert(id)
-            guard let handle = running[id] else { return .running(task) }
-            handle.cancel()
-            await handle.value
+        while true {
+            let outcome = try await store.cancel(id: id)
+            guard case .running = outcome else {
+                if case .cancelled = outcome {
+                    emit(.finished(id, .cancelled))
+                    wake.signal()
+                }
+                return outcome
+            }
+            if running[id] == nil, claimWaiters != nil {
+                awaitingLaunch[id, default: 0] += 1
+                await withCheckedContinuation { continuation in
+                    if claimWaiters == nil { continuation.resume() } else { claimWaiters?.append(continuation) }
+                }
+                let waiting = awaitingLaunch[id, default: 1] - 1
+                awaitingLaunch[id] = waiting > 0 ? waiting : nil
+            }
+            if let handle = running[id] {
+                cancelRequested.insert(id)
+                handle.cancel()
+                await handle.value
+            }
             guard let after = try await store.task(id: id) else { return .notFound }
-            return after.state == .cancelled ? .cancelled(after) : .alreadyFinished(after)
-        case .alreadyFinished, .notFound:
-            return outcome
+            switch after.state {
+            case .cancelled: return .cancelled(after)
+            case .succeeded, .failed: return .alreadyFinished(after)
+            case .running: return .running(after)
+            case .queued: continue
+            }
         }
     }
 

@@ -103,7 +103,7 @@ def test_bad_task_input_is_a_clear_4xx(api):
         ({"kind": "sleep", "seconds": "5"}, 422, "seconds"),
         ({"kind": "sleep", "max_attempts": 0}, 422, "max_attempts"),
         ({"kind": "sleep", "payload": [1]}, 400, "payload"),
-        ({"kind": "welcome", "user_id": -1}, 422, "user_id"),
+        ({"kind": "welcome", "user_id": -1}, 422, "kind"),
     ]
     for body, status, field in cases:
         response = post_task(api, body)
@@ -133,6 +133,59 @@ def test_cancel_queued_then_running_then_finished(api):
     assert stopped.status_code == 200 and stopped.json()["state"] == "cancelled"
     assert task(api, running["id"])["state"] == "cancelled"
     assert requests.delete(api.url("/tasks/999999999"), timeout=10).status_code == 404
+
+
+def test_cancel_of_a_task_that_already_succeeded_is_409(api):
+    created = post_task(api, {"kind": "sleep", "seconds": 0.1}).json()["task"]
+    wait_for_state(api, created["id"], {"succeeded"})
+    response = requests.delete(api.url(f"/tasks/{created['id']}"), timeout=10)
+    assert response.status_code == 409, response.text
+    assert response.json() == {"error": "Task already succeeded", "field": "state"}
+    assert task(api, created["id"])["state"] == "succeeded"
+
+
+def test_internal_task_kinds_cannot_be_created_by_clients(make_stack):
+    """`welcome` is enqueued only with a new user, in the user's transaction: POST /tasks
+    with it is 422 naming `kind`, whatever the payload and whether the user exists, and
+    writes no task row and no outbox row. The list of kinds an unknown kind gets back
+    does not name it; the client kinds still work."""
+    stack = make_stack().start()
+
+    def counts():
+        with sqlite3.connect(stack.service.db) as db:
+            tasks = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+            outbox = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return tasks, outbox
+
+    def refused(user_id):
+        for body in ({"kind": "welcome", "user_id": user_id}, {"kind": "welcome", "payload": {"user_id": user_id}}):
+            response = post_task(stack, body, headers={"Idempotency-Key": f"internal-{user_id}"})
+            assert response.status_code == 422, (body, response.text)
+            assert response.json()["field"] == "kind", response.text
+            assert "internal" in response.json()["error"], response.text
+
+    refused(1)  # no such user yet
+    assert counts() == (0, 0)
+    user = requests.post(stack.url("/users"), json={"name": "Ida", "email": unique_email("internal")},
+                         headers=JSON, timeout=10).json()["user"]
+    deadline = time.monotonic() + 20
+    while counts() != (1, 1):
+        assert time.monotonic() < deadline, f"the new user's welcome never ran: {counts()}"
+        time.sleep(0.05)
+    refused(user["id"])  # a real user, who already has their welcome
+    assert counts() == (1, 1)
+
+    unknown = post_task(stack, {"kind": "nope"})
+    assert unknown.status_code == 422 and unknown.json()["field"] == "kind"
+    assert "sleep" in unknown.json()["error"] and "welcome" not in unknown.json()["error"]
+    started = requests.get(stack.url("/start-task"), timeout=10)
+    assert started.status_code == 202 and started.json()["task"]["kind"] == "sleep"
+    posted = post_task(stack, {"kind": "sleep", "seconds": 0.1})
+    assert posted.status_code == 202, posted.text
+    assert wait_for_state(stack, posted.json()["task"]["id"], {"succeeded"})["result"] == {"slept_seconds": 0.1}
+    with sqlite3.connect(stack.service.db) as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM tasks WHERE kind = 'welcome'").fetchone()[0] == 1
 
 
 def test_a_new_user_gets_exactly_one_welcome_row_in_the_outbox(api):
