@@ -12,6 +12,11 @@ packages=(libfcgi-dev libsqlite3-dev nginx-light curl)
 if [[ "$mode" == test || "$mode" == bench || "$mode" == soak ]]; then
   packages+=(sqlite3 spawn-fcgi libfcgi-bin systemd python3 strace dpkg-dev wrk)
 fi
+if [[ "$mode" == test ]]; then
+  # mount/umount and chattr for the full-disk and read-only fault tests: Priority
+  # required but not Essential in Debian 12, so a minimal image may lack them.
+  packages+=(mount e2fsprogs)
+fi
 if [[ "$mode" == deb ]]; then
   packages+=(dpkg-dev)
 fi

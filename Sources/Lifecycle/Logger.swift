@@ -189,6 +189,11 @@ public enum Log {
     }
 
     /// logfmt quoting: bare when safe, otherwise in double quotes with escapes.
+    ///
+    /// Values carry what clients send (the access log's path, for one), so every scalar that
+    /// could make one line read as something else is written as `\u{hex}` (`escapes`);
+    /// all other text, accents, emoji and right-to-left letters included, stays as it is.
+    /// Plain ASCII without specials is appended as it is, without looking at scalars.
     static func appendQuoted(_ value: String, to bytes: inout [UInt8]) {
         // Scanned in place (a native string's bytes are contiguous), not through the
         // UTF-8 view's iterator.
@@ -206,7 +211,7 @@ public enum Log {
             case "\r": bytes.append(contentsOf: "\\r".utf8)
             case "\t": bytes.append(contentsOf: "\\t".utf8)
             default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
+                if escapes(scalar) {
                     bytes.append(contentsOf: "\\u{\(String(scalar.value, radix: 16))}".utf8)
                 } else {
                     Unicode.UTF8.encode(scalar) { bytes.append($0) }
@@ -214,6 +219,23 @@ public enum Log {
             }
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// The scalars `appendQuoted` escapes:
+    /// - C0 controls and DEL (U+0000–U+001F, U+007F): newlines would end the line, ESC
+    ///   starts terminal escape sequences.
+    /// - C1 controls (U+0080–U+009F): U+009B is CSI, which terminals that honour 8-bit
+    ///   controls read as `ESC [`; U+0085 is NEL, a line break to Unicode (UAX #14).
+    /// - The line and paragraph separators U+2028 and U+2029 (mandatory breaks, UAX #14).
+    /// - Bidi formatting characters: the marks U+061C, U+200E, U+200F, the embeddings and
+    ///   overrides U+202A–U+202E and the isolates U+2066–U+2069 (UAX #9). They reorder
+    ///   the text around them where journalctl or a terminal shows it, so a value could
+    ///   display as other fields or hide part of itself (CVE-2021-42574, "Trojan Source").
+    static func escapes(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x00...0x1F, 0x7F...0x9F, 0x061C, 0x200E, 0x200F, 0x2028...0x202E, 0x2066...0x2069: true
+        default: false
+        }
     }
 
     private static func needsQuoting<Bytes: Collection<UInt8>>(_ utf8: Bytes) -> Bool {

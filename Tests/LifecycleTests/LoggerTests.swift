@@ -30,6 +30,59 @@ import Testing
         #expect(text(.info, "x", ["name": "Zoë 😀 שלום"]) == "ts=2026-11-28T04:20:07.089Z level=info msg=x name=\"Zoë 😀 שלום\"\n")
     }
 
+    /// A value as `appendQuoted` writes it.
+    func quoted(_ value: String) -> String {
+        var bytes: [UInt8] = []
+        Log.appendQuoted(value, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test func c1ControlsAreEscaped() {
+        #expect(quoted("a\u{80}b\u{85}c\u{9B}31m\u{9F}") == "\"a\\u{80}b\\u{85}c\\u{9b}31m\\u{9f}\"")
+        for value in UInt32(0x80)...0x9F {
+            #expect(quoted(String(Unicode.Scalar(value)!)) == "\"\\u{\(String(value, radix: 16))}\"")
+        }
+        // Next to the range: NO-BREAK SPACE and é are text.
+        #expect(quoted("\u{A0}caf\u{E9}") == "\"\u{A0}caf\u{E9}\"")
+    }
+
+    @Test func bidiFormattingCharactersAreEscaped() {
+        let marks: [UInt32] = [0x061C, 0x200E, 0x200F]
+        let embeddingsAndOverrides: [UInt32] = Array(0x202A...0x202E)
+        let isolates: [UInt32] = Array(0x2066...0x2069)
+        for value in marks + embeddingsAndOverrides + isolates {
+            #expect(quoted("x" + String(Unicode.Scalar(value)!) + "y") == "\"x\\u{\(String(value, radix: 16))}y\"")
+        }
+        #expect(quoted("admin\u{202E}gpj.exe") == "\"admin\\u{202e}gpj.exe\"")
+        // Neighbours are text: ZERO WIDTH JOINER (emoji sequences need it), ARABIC SEMICOLON, PER MILLE.
+        #expect(quoted("\u{200D}\u{061B}\u{2030}") == "\"\u{200D}\u{061B}\u{2030}\"")
+    }
+
+    @Test func lineAndParagraphSeparatorsAreEscaped() {
+        #expect(quoted("one\u{2028}two\u{2029}three") == "\"one\\u{2028}two\\u{2029}three\"")
+    }
+
+    /// A value built to end the line, forge a field or reorder what is shown stays one
+    /// line whose bytes hold none of those characters.
+    @Test func aHostileValueStaysOneLineWithoutItsControls() {
+        let hostile = "/user/1\u{85}ts=x level=error\u{2028}\u{2029}\u{9B}2J\u{1B}[2J\u{202E}\u{2066}\u{200F}\u{061C}\n"
+        let line = Log.requestLine(
+            .info, requestID: "r", method: "GET", path: hostile, status: 404, milliseconds: 1, at: Self.time
+        )
+        let text = String(decoding: line, as: UTF8.self)
+        #expect(text == "ts=2026-11-28T04:20:07.089Z level=info msg=request request_id=r method=GET "
+            + "path=\"/user/1\\u{85}ts=x level=error\\u{2028}\\u{2029}\\u{9b}2J\\u{1b}[2J\\u{202e}\\u{2066}"
+            + "\\u{200f}\\u{61c}\\n\" status=404 duration_ms=1.000\n")
+        #expect(line.filter { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }.count == 1)
+        #expect(line.allSatisfy { (0x20..<0x7F).contains($0) || $0 == UInt8(ascii: "\n") })
+    }
+
+    @Test func ordinaryNonASCIITextIsNotEscaped() {
+        for text in ["café", "Zoë", "😀", "👨\u{200D}👩\u{200D}👧", "שלום", "مرحبا", "日本語", "Ελληνικά", "naïve ‰ €"] {
+            #expect(quoted(text) == "\"\(text)\"")
+        }
+    }
+
     @Test func timestampsArePaddedUTCWithMilliseconds() {
         func stamp(_ seconds: Int, _ nanoseconds: Int) -> String {
             var bytes: [UInt8] = []

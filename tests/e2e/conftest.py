@@ -5,6 +5,11 @@
 - `make_stack`: a factory for function-scoped stacks (restart, kill, modes).
 When a test fails, the tails of usersd's stderr and nginx's logs of every stack
 the test used are appended to its report.
+
+Under CI=true (.ci/run exports it) a skipped test fails, with the skip's reason:
+CI runs as root on a fresh machine where every test can run, and a skip there would
+hide a test that no longer runs. A test that truly cannot run in CI says so with
+`@pytest.mark.may_skip_in_ci(reason="...")`; none does today.
 """
 
 from __future__ import annotations
@@ -19,6 +24,61 @@ import requests
 import harness
 
 _started_at: dict[str, int] = {}
+
+#: The marker that lets a test skip under CI=true; it must give the reason.
+MAY_SKIP_IN_CI = "may_skip_in_ci"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"{MAY_SKIP_IN_CI}(reason): this test may skip under CI=true (the reason: why it cannot run there)"
+    )
+
+
+def skip_reason(report) -> str:
+    # A skip's longrepr is (path, line, "Skipped: <reason>").
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        path, line, message = report.longrepr
+        return f"{message} ({path}:{line})"
+    return str(report.longrepr)
+
+
+def allowed_ci_skip(item) -> str | None:
+    """The reason of the test's may_skip_in_ci marker, when it has one that gives it."""
+    marker = item.get_closest_marker(MAY_SKIP_IN_CI)
+    if marker is None:
+        return None
+    reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+    if not isinstance(reason, str) or not reason.strip():
+        return None
+    return reason.strip()
+
+
+def fail_skip_in_ci(report, item=None) -> None:
+    """Under CI=true, turns a skip (not an expected failure) into a failure that
+    carries the skip's reason, unless the test is marked may_skip_in_ci with a reason."""
+    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    if item is not None and allowed_ci_skip(item):
+        return
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped under CI=true, where every end-to-end test must run: {skip_reason(report)}\n"
+        f"(scripts/deps.sh test installs what the tests need; a test that cannot run in CI is marked "
+        f'@pytest.mark.{MAY_SKIP_IN_CI}(reason="..."))'
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped at import (pytest.skip(allow_module_level=True),
+    pytest.importorskip) fails under CI=true too."""
+    outcome = yield
+    fail_skip_in_ci(outcome.get_result())
 
 
 def pytest_sessionstart(session):
@@ -36,6 +96,7 @@ def pytest_runtest_setup(item):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    fail_skip_in_ci(report, item)
     if not report.failed:
         return
     first_new = _started_at.get(item.nodeid, len(harness.TRACKED))

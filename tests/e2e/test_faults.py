@@ -18,6 +18,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -352,14 +353,24 @@ def test_database_locked_by_another_process(make_stack):
 # --------------------------------------------------------------------------- full disk, read-only database file
 
 
+def skip_without_tools(*tools: str, package: str) -> None:
+    """Skips (a failure under CI=true, see conftest.py) when a tool is not installed."""
+    for tool in tools:
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed (Debian package {package}; scripts/deps.sh test installs it)")
+
+
 @pytest.fixture
 def tiny_disk():
-    """A 4 MiB tmpfs for the database (needs root: tests run as root here)."""
+    """A 4 MiB tmpfs for the database (needs root: CI runs the suite as root)."""
+    skip_without_tools("mount", "umount", package="mount")
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs the suite as root on a throwaway machine)")
     directory = Path(harness.make_workdir("usersd-disk-"))
     mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True, text=True)
     if mount.returncode != 0:
         directory.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mount.stderr.strip()}")
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs CAP_SYS_ADMIN): {mount.stderr.strip()}")
     yield directory
     subprocess.run(["umount", "-l", str(directory)], capture_output=True)
     directory.rmdir()
@@ -405,6 +416,9 @@ def test_disk_full_is_503_and_recovers(make_stack, tiny_disk):
 
 def test_read_only_database_file_is_503_and_recovers(make_stack):
     """The database files made immutable (chattr +i: root bypasses plain permissions)."""
+    skip_without_tools("chattr", package="e2fsprogs")
+    if os.geteuid() != 0:
+        pytest.skip("chattr +i needs root (CI runs the suite as root on a throwaway machine)")
     stack = make_stack().start()
     db = stack.service.db
     with requests.Session() as http:
@@ -412,7 +426,9 @@ def test_read_only_database_file_is_503_and_recovers(make_stack):
         files = [str(db), f"{db}-wal", f"{db}-shm"]
         locked = subprocess.run(["chattr", "+i", *files], capture_output=True, text=True)
         if locked.returncode != 0:
-            pytest.skip(f"chattr +i is not available here: {locked.stderr.strip()}")
+            subprocess.run(["chattr", "-i", *files], capture_output=True)  # any it did lock
+            pytest.skip(f"chattr +i is not available here (CAP_LINUX_IMMUTABLE, a filesystem with the immutable flag): "
+                        f"{locked.stderr.strip()}")
         try:
             for i in range(3):
                 expect_unavailable(post_user(http, stack, f"ro-during{i}@example.com"))
