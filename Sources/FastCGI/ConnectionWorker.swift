@@ -2,7 +2,7 @@ internal import CFastCGI
 import Foundation
 import Glibc
 import HTTP
-import Lifecycle
+import Logging
 
 /// Serves the requests of one FastCGI connection on the current thread.
 ///

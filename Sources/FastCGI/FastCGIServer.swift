@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 public import HTTP
 public import Lifecycle
+public import Metrics
 import Synchronization
 
 /// Settings of the FastCGI server.
@@ -57,7 +58,7 @@ public struct FastCGIStatistics: Sendable {
 /// guarantees that no request ever waits behind an idle kept connection. The thread
 /// count follows nginx's connection count (in-flight requests + `keepalive` idle per
 /// nginx worker), bounded by `maxConnections`.
-public final class FastCGIServer: Sendable {
+public final class FastCGIServer: MetricsSource {
     let configuration: FastCGIConfiguration
     let listener: Listener
     let pool: WorkerPool
@@ -88,6 +89,16 @@ public final class FastCGIServer: Sendable {
     }
 
     public var statistics: FastCGIStatistics { pool.statistics }
+
+    /// Worker threads and connections.
+    public func render(into text: inout PrometheusText) async {
+        let figures = statistics
+        text.help("usersd_worker_threads", "FastCGI worker threads (one per web server connection), by state.", type: "gauge")
+        text.sample("usersd_worker_threads", ["state": "busy"], Double(figures.busyThreads))
+        text.sample("usersd_worker_threads", ["state": "total"], Double(figures.threads))
+        text.help("usersd_fastcgi_connections_total", "FastCGI connections accepted.", type: "counter")
+        text.sample("usersd_fastcgi_connections_total", [:], Double(figures.connectionsAccepted))
+    }
 
     var listenFd: Int32 { listener.fd }
 

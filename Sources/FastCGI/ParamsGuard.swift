@@ -1,3 +1,4 @@
+import Basics
 import Glibc
 import HTTP
 
@@ -63,7 +64,7 @@ enum ParamsGuard {
                     continue
                 }
             }
-            let now = monotonicSeconds()
+            let now = MonotonicClock.seconds()
             if started == nil { started = now }
             if now - started! > deadlineSeconds { return .reject }
             // Wait for more bytes than we have seen: the socket stays readable while
@@ -91,24 +92,20 @@ enum ParamsGuard {
         var params: ArraySlice<UInt8> = []
         var gathered: [UInt8]?
         var requestID: UInt16?
-        while index + 8 <= bytes.endIndex {
-            let version = bytes[index]
-            let type = bytes[index + 1]
-            let length = Int(bytes[index + 4]) << 8 | Int(bytes[index + 5])
-            let padding = Int(bytes[index + 6])
-            guard version == 1, (1...11).contains(type) else { return .invalid }
-            let contentStart = index + 8
-            let end = contentStart + length + padding
-            guard end <= bytes.endIndex else {
-                if params.count + length > maximumBytes, type == 4, let requestID { return .tooLarge(requestID) }
+        while let record = Records.header(in: bytes, at: index) {
+            guard record.version == 1, (1...11).contains(record.type) else { return .invalid }
+            guard record.end <= bytes.endIndex else {
+                if params.count + record.contentLength > maximumBytes, record.kind == .params, let requestID {
+                    return .tooLarge(requestID)
+                }
                 return pairsAreSane(params, allowPartial: true) ? .incomplete : .invalid
             }
-            let content = bytes[contentStart..<(contentStart + length)]
-            switch type {
-            case 1:  // BEGIN_REQUEST
-                requestID = UInt16(bytes[index + 2]) << 8 | UInt16(bytes[index + 3])
-            case 4:  // PARAMS
-                if length == 0 { return pairsAreSane(params, allowPartial: false) ? .complete : .invalid }
+            let content = bytes[record.contentRange]
+            switch record.kind {
+            case .beginRequest:
+                requestID = record.requestID
+            case .params:
+                if record.contentLength == 0 { return pairsAreSane(params, allowPartial: false) ? .complete : .invalid }
                 if params.isEmpty {
                     params = content
                 } else {
@@ -118,12 +115,12 @@ enum ParamsGuard {
                     params = gathered![...]
                 }
                 if params.count > maximumBytes { return requestID.map { .tooLarge($0) } ?? .invalid }
-            case 9:  // GET_VALUES (a management record libfcgi parses the same way)
+            case .getValues:  // a management record libfcgi parses the same way
                 if !pairsAreSane(content, allowPartial: false) { return .invalid }
             default:
                 break
             }
-            index = end
+            index = record.end
         }
         return pairsAreSane(params, allowPartial: true) ? .incomplete : .invalid
     }
@@ -156,12 +153,12 @@ enum ParamsGuard {
     static func partialRequest(_ bytes: ArraySlice<UInt8>) -> Request {
         var params: [UInt8] = []
         var index = bytes.startIndex
-        while index + 8 <= bytes.endIndex {
-            let type = bytes[index + 1]
-            let length = Int(bytes[index + 4]) << 8 | Int(bytes[index + 5])
-            let contentEnd = min(bytes.endIndex, index + 8 + length)
-            if type == Records.Kind.params.rawValue { params.append(contentsOf: bytes[(index + 8)..<contentEnd]) }
-            index = contentEnd + Int(bytes[index + 6])
+        while let record = Records.header(in: bytes, at: index) {
+            let contentEnd = min(bytes.endIndex, record.contentRange.upperBound)
+            if record.kind == .params, record.contentRange.lowerBound < contentEnd {
+                params.append(contentsOf: bytes[record.contentRange.lowerBound..<contentEnd])
+            }
+            index = record.end
         }
         var values: [KnownParams.Name: String] = [:]
         var headers = HTTPHeaders()
@@ -197,11 +194,5 @@ enum ParamsGuard {
                 + Records.closingEnd(requestID: requestID, appStatus: 0),
             to: fd
         )
-    }
-
-    static func monotonicSeconds() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 }

@@ -1,14 +1,60 @@
 import Glibc
 
-/// FastCGI records that usersd writes itself, outside libfcgi's streams.
+/// FastCGI records (FastCGI 1.0, §3.3): the ones usersd reads before libfcgi does,
+/// and the ones it writes itself, outside libfcgi's streams.
 enum Records {
     enum Kind: UInt8 {
         case beginRequest = 1
+        case abortRequest = 2
         case endRequest = 3
         case params = 4
         case stdin = 5
         case stdout = 6
+        case stderr = 7
+        case data = 8
+        case getValues = 9
         case getValuesResult = 10
+        case unknownType = 11
+    }
+
+    /// A record's 8-byte header: version, type, request id, content and padding length.
+    struct Header {
+        let version: UInt8
+        let type: UInt8
+        let requestID: UInt16
+        let contentLength: Int
+        let paddingLength: Int
+        /// Where the record starts in the bytes it was read from.
+        let start: Int
+
+        var contentRange: Range<Int> { (start + 8)..<(start + 8 + contentLength) }
+        /// Where the next record starts.
+        var end: Int { start + 8 + contentLength + paddingLength }
+        /// The kind, when the type is one FastCGI 1.0 defines.
+        var kind: Kind? { Kind(rawValue: type) }
+    }
+
+    /// The header of the record at `index` of `bytes`, or `nil` when fewer than 8
+    /// bytes are there.
+    static func header(in bytes: ArraySlice<UInt8>, at index: Int) -> Header? {
+        guard index + 8 <= bytes.endIndex else { return nil }
+        return Header(
+            version: bytes[index], type: bytes[index + 1],
+            requestID: UInt16(bytes[index + 2]) << 8 | UInt16(bytes[index + 3]),
+            contentLength: Int(bytes[index + 4]) << 8 | Int(bytes[index + 5]),
+            paddingLength: Int(bytes[index + 6]), start: index
+        )
+    }
+
+    /// The complete records of `bytes`, in order (a record still arriving is left out).
+    static func complete(in bytes: ArraySlice<UInt8>) -> [Header] {
+        var headers: [Header] = []
+        var index = bytes.startIndex
+        while let header = header(in: bytes, at: index), header.end <= bytes.endIndex {
+            headers.append(header)
+            index = header.end
+        }
+        return headers
     }
 
     /// One record (content up to 65,535 bytes, no padding).

@@ -2,6 +2,7 @@ internal import CFastCGI
 import Foundation
 import Glibc
 import HTTP
+import Synchronization
 
 /// Copies a libfcgi request (params and stdin) into a safe `Request`.
 enum RequestDecoder {
@@ -240,10 +241,10 @@ struct CGIParams {
 /// a counter, 32 hex digits like nginx's `$request_id`.
 enum RequestIDGenerator {
     private static let prefix: UInt64 = UInt64.random(in: .min ... .max)
-    private static let counter = AtomicCounter()
+    private static let counter = Atomic<UInt64>(0)
 
     static func next() -> String {
-        let count = counter.next()
+        let count = counter.add(1, ordering: .relaxed).newValue
         return String(unsafeUninitializedCapacity: 32) { buffer in
             write(prefix, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<16]))
             write(count, into: UnsafeMutableBufferPointer(rebasing: buffer[16..<32]))

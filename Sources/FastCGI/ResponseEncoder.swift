@@ -1,16 +1,9 @@
+import Basics
 import Glibc
 import HTTP
-import Synchronization
 
 /// Serializes the CGI response head: `Status:` line, headers, blank line.
 enum ResponseEncoder {
-    static func head(of response: Response) -> [UInt8] {
-        var head: [UInt8] = []
-        head.reserveCapacity(192)
-        appendHead(of: response, to: &head)
-        return head
-    }
-
     /// Appends the head to `head` (a buffer the connection reuses).
     ///
     /// Two passes: the first measures, the second copies every piece into one scratch
@@ -18,7 +11,7 @@ enum ResponseEncoder {
     /// Both passes skip the same unsafe headers (`isWritten`, two `memchr`s each).
     static func appendHead(of response: Response, to head: inout [UInt8]) {
         let status = response.status
-        var length = 8 + decimalLength(status.code) + 1 + status.reason.utf8.count + 2 + 2  // Status: ... \r\n ... \r\n
+        var length = 8 + DecimalText.count(Int64(status.code)) + 1 + status.reason.utf8.count + 2 + 2  // Status: ... \r\n ... \r\n
         var hasLength = false
         for header in response.headers where isWritten(header) {
             if !hasLength && isContentLength(header.name) { hasLength = true }
@@ -27,7 +20,7 @@ enum ResponseEncoder {
         var bodyLength: Int?
         if case .bytes(let bytes) = response.body, !hasLength {
             bodyLength = bytes.count
-            length += 16 + decimalLength(bytes.count) + 2
+            length += 16 + DecimalText.count(Int64(bytes.count)) + 2
         }
         withUnsafeTemporaryAllocation(byteCount: length, alignment: 1) { buffer in
             var writer = RawWriter(base: buffer.baseAddress!)
@@ -56,16 +49,6 @@ enum ResponseEncoder {
     /// A header is written only when neither its name nor its value holds CR or LF.
     static func isWritten(_ header: (name: String, value: String)) -> Bool {
         isSafe(header.name) && isSafe(header.value)
-    }
-
-    static func decimalLength(_ value: Int) -> Int {
-        var count = value < 0 ? 2 : 1
-        var rest = value.magnitude
-        while rest >= 10 {
-            rest /= 10
-            count += 1
-        }
-        return count
     }
 
     static func isContentLength(_ name: String) -> Bool {
@@ -112,21 +95,8 @@ private struct RawWriter {
     }
 
     mutating func putDecimal(_ value: Int) {
-        let count = ResponseEncoder.decimalLength(value)
-        var rest = value.magnitude
-        if value < 0 { (base + offset).storeBytes(of: UInt8(ascii: "-"), as: UInt8.self) }
-        var position = offset + count - 1
-        repeat {
-            (base + position).storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), as: UInt8.self)
-            rest /= 10
-            position -= 1
-        } while rest > 0
+        let count = DecimalText.count(Int64(value))
+        DecimalText.write(Int64(value), into: UnsafeMutableRawBufferPointer(start: base + offset, count: count))
         offset += count
     }
-}
-
-/// A process-wide counter (only used for requests that bring no id).
-final class AtomicCounter: Sendable {
-    private let value = Atomic<UInt64>(0)
-    func next() -> UInt64 { value.add(1, ordering: .relaxed).newValue }
 }

@@ -51,29 +51,13 @@ enum SelfProbe {
             : [UInt8((count >> 24) & 0x7F) | 0x80, UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
     }
 
-    /// Walks the records; returns the concatenated STDOUT content.
+    /// The concatenated STDOUT content of the complete records.
     static func stdout(of bytes: [UInt8]) -> [UInt8] {
-        var output: [UInt8] = []
-        var index = 0
-        while index + 8 <= bytes.count {
-            let type = bytes[index + 1]
-            let length = Int(bytes[index + 4]) << 8 | Int(bytes[index + 5])
-            let padding = Int(bytes[index + 6])
-            let end = index + 8 + length
-            guard end <= bytes.count else { break }
-            if type == 6 { output += bytes[(index + 8)..<end] }
-            index = end + padding
-        }
-        return output
+        Records.complete(in: bytes[...]).filter { $0.kind == .stdout }.flatMap { bytes[$0.contentRange] }
     }
 
     static func containsEndRequest(_ bytes: [UInt8]) -> Bool {
-        var index = 0
-        while index + 8 <= bytes.count {
-            if bytes[index + 1] == 3 { return true }
-            index += 8 + (Int(bytes[index + 4]) << 8 | Int(bytes[index + 5])) + Int(bytes[index + 6])
-        }
-        return false
+        Records.complete(in: bytes[...]).contains { $0.kind == .endRequest }
     }
 
     /// `Status: 200 OK\r\n...` → 200.

@@ -1,7 +1,9 @@
 import Dispatch
 import Foundation
 import Glibc
+import Basics
 import Lifecycle
+import Logging
 import Synchronization
 
 /// The worker threads: each accepts a connection, serves it until it closes, then
@@ -36,7 +38,7 @@ final class WorkerPool: Sendable {
         self.maxThreads = maxThreads
         self.maxIdleThreads = maxIdleThreads
         self.scheduling = scheduling
-        WakeSignal.install()
+        AcceptInterruption.install()
     }
 
     var statistics: FastCGIStatistics {
@@ -127,7 +129,7 @@ final class WorkerPool: Sendable {
                 await ConnectionWorker(fd: fd, state: worker, context: context, resources: resources).serve()
             } else if keepGoing {
                 if code != EINTR && code != EAGAIN && code != ECONNABORTED && code != EPROTO {
-                    Log.acceptFailed(code)
+                    Log.error("accept failed", ["error": String(cString: strerror(code))])
                     usleep(100_000)  // out of descriptors or similar: back off, do not spin
                 }
             }
@@ -163,7 +165,7 @@ final class WorkerPool: Sendable {
         while true {
             if state.withLock({ $0.threads == 0 }) { return true }
             if DispatchTime.now() >= deadline { return false }
-            let now = WorkerState.now()
+            let now = MonotonicClock.nanoseconds()
             for worker in state.withLock({ Array($0.workers.values) }) {
                 worker.interruptIfAccepting()
                 worker.closeIfIdle(now: now)
@@ -175,7 +177,7 @@ final class WorkerPool: Sendable {
 
 /// A no-op handler for SIGUSR2, installed without `SA_RESTART`, so the signal makes
 /// a blocking `accept` fail with `EINTR` (the wake-up for draining).
-enum WakeSignal {
+enum AcceptInterruption {
     static let number = SIGUSR2
 
     static func install() {
@@ -216,12 +218,6 @@ final class WorkerState: Sendable {
     /// likely to carry a request at the moment it is closed (which would lose it).
     static let drainIdleNanoseconds: UInt64 = 250_000_000
 
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
-
     private let state = Mutex(State())
 
     func setThread(_ thread: pthread_t) {
@@ -230,7 +226,7 @@ final class WorkerState: Sendable {
 
     /// Marks the connection idle (waiting for nginx's next request).
     func markIdle(_ fd: Int32) {
-        let now = Self.now()
+        let now = MonotonicClock.nanoseconds()
         state.withLock { $0.phase = .idle(fd, since: now) }
     }
 
@@ -271,7 +267,7 @@ final class WorkerState: Sendable {
     func interruptIfAccepting() {
         state.withLock { state in
             if case .accepting = state.phase, let thread = state.thread {
-                pthread_kill(thread, WakeSignal.number)
+                pthread_kill(thread, AcceptInterruption.number)
             }
         }
     }

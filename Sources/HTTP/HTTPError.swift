@@ -1,3 +1,5 @@
+import JSON
+
 /// An error that renders itself as a JSON response: `{"error": message, "field": field}`.
 ///
 /// Handlers throw it for every client mistake; the router turns it into the response,

@@ -1,3 +1,4 @@
+public import JSON
 /// An HTTP status code with its reason phrase.
 public struct Status: Sendable, Hashable {
     public let code: Int

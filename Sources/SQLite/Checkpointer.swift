@@ -1,4 +1,5 @@
-public import Lifecycle
+import Basics
+public import Metrics
 import Synchronization
 
 /// Figures of the WAL checkpoints, for metrics.
@@ -78,9 +79,9 @@ final class Checkpointer: Sendable {
     private func requestPass() {
         let pass = DatabaseThread.Job(
             run: { [self] connection in
-                let start = DatabaseThread.monotonicSeconds()
+                let start = MonotonicClock.seconds()
                 let passed = (try? connection.checkpointPassive()) != nil
-                let seconds = DatabaseThread.monotonicSeconds() - start
+                let seconds = MonotonicClock.seconds() - start
                 if passed {
                     statistics.withLock {
                         $0.backgroundPasses += 1

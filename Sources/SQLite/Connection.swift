@@ -145,9 +145,6 @@ public final class Connection {
         guard code == SQLITE_OK else { throw error(code) }
         return (Int(log), Int(done))
     }
-
-    /// A capsule that can interrupt this connection from another thread.
-    public var interrupter: Interrupter { Interrupter(handle: handle) }
 }
 
 @available(*, unavailable)
@@ -162,16 +159,6 @@ private final class WALHookBox {
         self.connection = connection
         self.hook = hook
     }
-}
-
-/// Interrupts a running statement from another thread: `sqlite3_interrupt` is the one
-/// SQLite call that is safe across threads.
-///
-/// `@unchecked Sendable` because it carries the raw handle; it is only ever passed to
-/// `sqlite3_interrupt`, and its owner keeps the connection open while it is in use.
-public struct Interrupter: @unchecked Sendable {
-    let handle: OpaquePointer
-    public func interrupt() { sqlite3_interrupt(handle) }
 }
 
 /// The statement cache's key: the SQL text, hashed by its length and a few 8-byte

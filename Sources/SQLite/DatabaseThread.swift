@@ -1,7 +1,9 @@
 import Dispatch
 import Foundation
+import Basics
 import Glibc
-public import Lifecycle
+import Lifecycle
+public import Metrics
 import Synchronization
 
 /// Figures of the writer thread, for metrics.
@@ -107,9 +109,9 @@ final class DatabaseThread: Sendable {
                     break
                 }
                 if batching {
-                    let start = Self.monotonicSeconds()
+                    let start = MonotonicClock.seconds()
                     let committed = Self.runBatch(jobs, on: connection)
-                    let seconds = Self.monotonicSeconds() - start
+                    let seconds = MonotonicClock.seconds() - start
                     statistics.withLock { statistics in
                         statistics.batches += 1
                         statistics.jobs += jobs.count
@@ -124,12 +126,6 @@ final class DatabaseThread: Sendable {
                 }
             }
         }
-    }
-
-    static func monotonicSeconds() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
     /// Runs the jobs in one transaction; `false` when it could not commit.

@@ -21,7 +21,6 @@ public struct SQLiteError: Error, Sendable, CustomStringConvertible {
 
     /// `SQLITE_CONSTRAINT_UNIQUE` (a macro Swift cannot import).
     public var isUniqueConstraint: Bool { extendedCode == SQLITE_CONSTRAINT | (8 << 8) }
-    public var isConstraint: Bool { primaryCode == SQLITE_CONSTRAINT }
     /// The database stayed locked by someone else beyond the busy timeout.
     public var isBusy: Bool { primaryCode == SQLITE_BUSY || primaryCode == SQLITE_LOCKED }
     /// Conditions an operator can fix (disk full, read-only file, I/O error): the
@@ -29,5 +28,4 @@ public struct SQLiteError: Error, Sendable, CustomStringConvertible {
     public var isResourceFailure: Bool {
         isBusy || [SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL].contains(primaryCode)
     }
-    public var isInterrupted: Bool { primaryCode == SQLITE_INTERRUPT }
 }

@@ -1,6 +1,6 @@
-import HTTP
-import Lifecycle
-public import Store
+import JSON
+import Logging
+import Store
 
 /// The task kinds usersd ships.
 public enum BuiltInTasks {
@@ -34,40 +34,4 @@ public enum BuiltInTasks {
             return JSONWriter.text(["slept_seconds": .number(seconds, integer: nil)])
         }
     )
-
-    /// `welcome` — `{"user_id": N}`: writes the welcome message for a new user into the
-    /// outbox (where a mail sender would read it), exactly once per user. The outbox
-    /// row and the task's success commit in one transaction (one write, not two).
-    /// Internal: the store inserts it with each new user, in the user's transaction;
-    /// a client that could create it would write welcome rows for any user id.
-    public static func welcome(store: any TaskStore) -> TaskKind {
-        // The two possible results, written once (they are stored with every welcome).
-        let written = JSONWriter.text(["outbox": .string("written")])
-        let gone = JSONWriter.text(["outbox": .string("user no longer exists")])
-        let result: @Sendable (Bool) -> String = { $0 ? written : gone }
-        return TaskKind(
-            name: "welcome",
-            isInternal: true,
-            validate: { payload in
-                guard case .number(_, let id?)? = payload["user_id"], id > 0 else {
-                    throw TaskPayloadError(field: "user_id", message: "user_id must be a positive whole number")
-                }
-                return JSONWriter.text(["user_id": .number(Double(id), integer: id)])
-            },
-            persistsItsSuccess: true,
-            runQueued: { ids, now in try await store.runQueuedWelcomes(ids: ids, now: now, result: result) },
-            run: { context in
-                guard case .number(_, let id?)? = context.payload["user_id"] else {
-                    throw TaskPayloadError(field: "user_id", message: "stored payload has no user_id")
-                }
-                return try await store.completeWelcome(taskID: context.task.id, userID: id, result: result)
-            }
-        )
-    }
-
-    /// The payload of the welcome task enqueued with a new user.
-    public static func welcomePayload(userID: Int64) -> String {
-        // What `validate` writes for it, without building a dictionary per new user.
-        "{\"user_id\":\(userID)}"
-    }
 }

@@ -11,6 +11,12 @@ public struct RetryPolicy: Sendable {
         self.jitter = jitter
     }
 
+    /// Whether a task whose attempt `attempts` (1-based) failed is tried again: while
+    /// it has attempts left.
+    public static func retries(afterAttempt attempts: Int, of maxAttempts: Int) -> Bool {
+        attempts < maxAttempts
+    }
+
     /// The delay after failed attempt `attempt` (1-based); `random` is in 0..<1.
     public func delay(afterAttempt attempt: Int, random: Double) -> Int64 {
         let exponent = min(max(attempt - 1, 0), 30)

@@ -1,4 +1,4 @@
-import Glibc
+import Basics
 import Synchronization
 
 /// Time for the scheduler, injectable so tests control it.
@@ -14,9 +14,7 @@ public struct SystemClock: SchedulerClock {
     public init() {}
 
     public func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+        WallClock.milliseconds()
     }
 
     public func sleep(until deadline: Int64) async throws {

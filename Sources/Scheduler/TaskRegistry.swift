@@ -1,4 +1,4 @@
-public import HTTP
+public import JSON
 public import Store
 
 /// A client's payload did not fit the task kind: 422 naming the field.
@@ -83,14 +83,5 @@ public struct TaskRegistry: Sendable {
             throw TaskPayloadError(field: "kind", message: message)
         }
         return try taskKind.validate(payload)
-    }
-}
-
-extension JSONWriter {
-    /// Compact JSON text for an object with sorted keys (canonical payloads).
-    public static func text(_ members: [String: JSONValue]) -> String {
-        var writer = JSONWriter()
-        writer.value(.object(members))
-        return String(decoding: writer.bytes, as: UTF8.self)
     }
 }

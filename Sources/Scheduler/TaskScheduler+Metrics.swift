@@ -1,8 +1,8 @@
-import Synchronization
-public import Lifecycle
+public import Metrics
 import Store
+import Synchronization
 
-extension TaskScheduler {
+extension TaskScheduler: MetricsSource {
     /// Tasks by state (from the database) and attempt durations by kind.
     public nonisolated func render(into text: inout PrometheusText) async {
         text.help("usersd_tasks", "Background tasks by state.", type: "gauge")

@@ -1,5 +1,6 @@
-public import HTTP
-import Lifecycle
+public import JSON
+import Logging
+import Metrics
 public import Store
 import Synchronization
 
@@ -35,7 +36,7 @@ public actor TaskScheduler {
         case finished(Int64, TaskState)
     }
 
-    private enum Phase {
+    enum Phase {
         case idle, running, stopping, stopped
     }
 
@@ -43,8 +44,8 @@ public actor TaskScheduler {
     public nonisolated let registry: TaskRegistry
     public nonisolated let clock: any SchedulerClock
     public nonisolated let configuration: Configuration
-    private nonisolated let wake = WakeSignal()
-    private var phase = Phase.idle
+    nonisolated let wake = WakeSignal()
+    var phase = Phase.idle
     private var running: [Int64: Task<Void, Never>] = [:]
     /// Launched attempts a client asked to cancel: their failure is stored as `cancelled`.
     /// An id stays until its attempt's `finish` is done, whatever the attempt's outcome.
@@ -64,13 +65,9 @@ public actor TaskScheduler {
     /// Set when the loop should claim: at start, when a slot frees, at a due time, after
     /// an insert that was not noted. Noted inserts alone never cost a claim transaction.
     private nonisolated let claimWanted = Atomic<Bool>(true)
-    /// Ids of just-inserted tasks of kinds with `runQueued`, all and by kind (see
-    /// `noteInserted`). The claim path skips them, so a noted task runs once, by `runNoted`.
-    private nonisolated let noted = Mutex<(all: Set<Int64>, byKind: [String: [Int64]])>(([], [:]))
-    /// At most this many noted ids wait; more are left to the claim path.
-    static let notedLimit = 10_000
-    /// Noted tasks run per store transaction.
-    static let runQueuedBatch = 256
+    /// Ids of committed tasks of kinds with `runQueued`, all and by kind (see
+    /// `committed(taskID:kind:)`). The claim path skips them; `runNoted` runs them.
+    nonisolated let noted = Mutex<(all: Set<Int64>, byKind: [String: [Int64]])>(([], [:]))
 
     public init(store: any TaskStore, registry: TaskRegistry, clock: any SchedulerClock = SystemClock(),
                 configuration: Configuration = Configuration()) {
@@ -80,7 +77,7 @@ public actor TaskScheduler {
         self.configuration = configuration
     }
 
-    private func emit(_ event: Event) {
+    func emit(_ event: Event) {
         configuration.onEvent?(event)
     }
 
@@ -100,28 +97,6 @@ public actor TaskScheduler {
     public nonisolated func wakeUp() {
         claimWanted.store(true, ordering: .relaxed)
         wake.signal()
-    }
-
-    /// Tells the loop that tasks noted with `noteInserted` have committed. It runs them
-    /// without a claim (a claim transaction per new user would cost more than the task).
-    public nonisolated func wakeForNoted() {
-        wake.signal()
-    }
-
-    /// Notes a task just inserted, so that a kind with `runQueued` (the welcome task) can
-    /// run it by id in one transaction with others, without a claim or a slot. A hint,
-    /// not a promise: it may come before the insert commits (from inside the user's
-    /// transaction), and `runQueued` checks that the task is still queued and due; a
-    /// task never noted, or skipped, is claimed and run as usual. Call `wakeForNoted`
-    /// after the commit when this returned true, else `wakeUp`.
-    @discardableResult
-    public nonisolated func noteInserted(taskID: Int64, kind: String) -> Bool {
-        guard registry.kinds[kind]?.runQueued != nil else { return false }
-        return noted.withLock { noted in
-            guard noted.all.count < Self.notedLimit, noted.all.insert(taskID).inserted else { return false }
-            noted.byKind[kind, default: []].append(taskID)
-            return true
-        }
     }
 
     /// The number of tasks running right now.
@@ -163,7 +138,7 @@ public actor TaskScheduler {
         )
         let result = try await store.enqueue(task, queueLimit: configuration.queueLimit)
         if result.created {
-            if noteInserted(taskID: result.task.id, kind: kind) { wakeForNoted() } else { wakeUp() }
+            committed(taskID: result.task.id, kind: kind)
         }
         return result
     }
@@ -244,40 +219,6 @@ public actor TaskScheduler {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Runs the noted tasks of kinds with `runQueued`, a batch per transaction. They take
-    /// no slot. When a batch fails its tasks stay queued and the claim path runs them.
-    private func runNoted() async {
-        let batches = noted.withLock { noted in
-            defer { noted = ([], [:]) }
-            return noted.byKind
-        }
-        for (kind, ids) in batches {
-            guard let runQueued = registry.kinds[kind]?.runQueued else { continue }
-            var start = 0
-            while start < ids.count, phase == .running {
-                let chunk = Array(ids[start..<min(start + Self.runQueuedBatch, ids.count)])
-                start += chunk.count
-                let began = clock.now()
-                do {
-                    let ran = try await runQueued(chunk, began)
-                    for id in ran {
-                        emit(.started(id))
-                        emit(.finished(id, .succeeded))
-                    }
-                    if !ran.isEmpty {
-                        // Each task is counted with its share of the batch's time.
-                        let seconds = Double(clock.now() - began) / 1000 / Double(ran.count)
-                        durations.withLock { histograms in
-                            for _ in ran { histograms[kind, default: Self.durationHistogram()].observe(seconds) }
-                        }
-                    }
-                } catch {
-                    Log.warning("running noted tasks failed; the queue will run them", ["kind": kind, "error": "\(error)"])
-                }
-            }
-        }
-    }
-
     static func durationHistogram() -> Histogram {
         Histogram(bounds: [0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600])
     }
@@ -330,15 +271,15 @@ public actor TaskScheduler {
                     if try await store.requeue(id: task.id, now: clock.now()) { emit(.requeued(task.id)) }
                 } else {
                     let message = Self.describe(error)
-                    switch TaskStateMachine.afterFailure(attempts: task.attempts, maxAttempts: task.maxAttempts) {
-                    case .retry:
+                    switch RetryPolicy.retries(afterAttempt: task.attempts, of: task.maxAttempts) {
+                    case true:
                         let delay = configuration.retry.delay(afterAttempt: task.attempts, random: configuration.random())
                         let runAt = clock.now() + delay
                         if try await store.markRetry(id: task.id, runAt: runAt, error: message) {
                             Log.warning("task failed, will retry", ["task_id": String(task.id), "error": message, "attempt": String(task.attempts)])
                             emit(.retried(task.id, runAt: runAt))
                         }
-                    default:
+                    case false:
                         if try await store.markFailed(id: task.id, error: message) {
                             Log.error("task failed", ["task_id": String(task.id), "error": message, "attempts": String(task.attempts)])
                             emit(.finished(task.id, .failed))

@@ -1,6 +1,7 @@
-import Glibc
+import Basics
 import HTTP
-import Lifecycle
+import Logging
+import Metrics
 
 /// Wraps the router: adds `X-Request-Id` and writes one access-log line per request
 /// (level info; warning when slower than the threshold or cut short), with its
@@ -15,13 +16,13 @@ struct AccessLogResponder: Responder {
     let metrics: RequestMetrics
 
     func respond(to request: Request) async -> Response {
-        let start = Self.now()
+        let start = MonotonicClock.nanoseconds()
         metrics.requestStarted()
         return finish(await inner.respond(to: request), of: request, startedAt: start)
     }
 
     func respond(rejected request: Request, with error: HTTPError) async -> Response {
-        let start = Self.now()
+        let start = MonotonicClock.nanoseconds()
         metrics.requestStarted()
         var response = error.response
         response.route = "rejected"
@@ -49,7 +50,7 @@ struct AccessLogResponder: Responder {
     }
 
     private func record(_ response: Response, of request: Request, startedAt start: UInt64, aborted: Bool) {
-        let milliseconds = Double(Self.now() - start) / 1_000_000
+        let milliseconds = Double(MonotonicClock.nanoseconds() - start) / 1_000_000
         metrics.requestFinished(
             route: response.route ?? "unmatched", method: request.method, status: response.status.code,
             seconds: milliseconds / 1000
@@ -59,11 +60,5 @@ struct AccessLogResponder: Responder {
             level, requestID: request.requestID, method: request.method, path: request.path,
             status: response.status.code, milliseconds: milliseconds, aborted: aborted
         )
-    }
-
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }

@@ -1,15 +1,20 @@
+public import Basics
 public import HTTP
-public import Lifecycle
+import JSON
+import Logging
+public import Metrics
 public import Scheduler
 public import Store
 
-/// Builds the HTTP side of usersd: routes, error mapping, access log.
+/// The HTTP side of usersd: routes, error mapping, access log, metrics.
 public struct Application: Sendable {
     public let store: any UserStore
     public let scheduler: TaskScheduler?
-    public let metrics = RequestMetrics()
-    /// What `GET /metrics` shows besides the request metrics.
-    public let collectors = MetricsCollectors()
+    /// Requests by route, method and status, and their latencies.
+    public let requestMetrics = RequestMetrics()
+    /// Everything `GET /metrics` shows: the request metrics first, then what the
+    /// process adds (the backend, the scheduler, the FastCGI server, the process).
+    public let metrics = MetricsRegistry()
     /// The client addresses `GET /metrics` answers (`--metrics-allow`).
     public let metricsAllow: [AddressRange]
 
@@ -17,13 +22,16 @@ public struct Application: Sendable {
         self.store = store
         self.scheduler = scheduler
         self.metricsAllow = metricsAllow
+        metrics.add(requestMetrics)
     }
 
     /// The router with every route of the API.
     public func makeRouter(mountPrefix: String = "") -> Router {
         var router = Router(mountPrefix: mountPrefix)
         let scheduler = self.scheduler
-        UserRoutes(store: store, userCreated: { scheduler?.wakeForNoted() }).register(on: &router)
+        // A new user's welcome task committed with the user; the scheduler runs it.
+        UserRoutes(store: store, userCreated: { scheduler?.committed(taskID: $0.welcomeTaskID, kind: WelcomeTask.kind) })
+            .register(on: &router)
         if let scheduler { TaskRoutes(scheduler: scheduler).register(on: &router) }
         let store = self.store
         router.get("/healthz") { _, _ in
@@ -35,20 +43,16 @@ public struct Application: Sendable {
             return Response.json(.ok) { json in json.object { $0.field("status", "ok") } }
         }
         let metrics = self.metrics
-        let collectors = self.collectors
         let metricsAllow = self.metricsAllow
         // usersd enforces the allow-list itself: the check sits on the route, so every
         // spelling of the path that reaches it (`/metrics/`, `//metrics`, a mount
         // prefix) meets it, whatever the web server's site says.
         router.get("/metrics") { request, _ in
             guard metricsAllow.allows(request.remoteAddress) else { throw Self.metricsForbidden }
-            var text = PrometheusText()
-            metrics.render(into: &text)
-            let rest = await collectors.render()
             return Response(
                 status: .ok,
                 headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
-                body: .bytes(Array((text.text + rest).utf8))
+                body: .bytes(Array(await metrics.render().utf8))
             )
         }
         return router
@@ -59,7 +63,7 @@ public struct Application: Sendable {
     /// The complete responder: routes, errors as JSON, one access-log line per request.
     public func makeResponder(mountPrefix: String = "", slowRequestMilliseconds: Int = 1000) -> any Responder {
         let router = makeRouter(mountPrefix: mountPrefix).buildResponder(onError: Self.errorResponse)
-        return AccessLogResponder(inner: router, slowRequestMilliseconds: slowRequestMilliseconds, metrics: metrics)
+        return AccessLogResponder(inner: router, slowRequestMilliseconds: slowRequestMilliseconds, metrics: requestMetrics)
     }
 
     /// Store errors become their statuses; anything unexpected is a logged 500 that

@@ -1,7 +1,6 @@
 import Foundation
-import Lifecycle
-import SQLite
 import Store
+import StoreSQLite
 
 /// The operational subcommands: `migrate`, `check`, `backup PATH`.
 struct Maintenance {
@@ -10,9 +9,9 @@ struct Maintenance {
     @available(*, noasync, message: "runs the whole process")
     func migrate() -> Int32 {
         do {
-            let database = try Usersd.openDatabase(configuration)
-            defer { database.close() }
-            let applied = try blockingWait { try await Migrations.migrate(database) }
+            let backend = try Backends.open(configuration, forServing: false)
+            defer { backend.close() }
+            let applied = try blockingWait { try await backend.migrate() }
             print(applied.isEmpty ? "up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
             return 0
         } catch {
@@ -27,14 +26,12 @@ struct Maintenance {
         print("configuration: ok (database \(configuration.databasePath))")
         if FileManager.default.fileExists(atPath: configuration.databasePath) {
             do {
-                let database = try Usersd.openDatabase(configuration)
-                defer { database.close() }
-                let integrity = try blockingWait {
-                    try await database.read { try $0.prepare("PRAGMA integrity_check").firstText() ?? "?" }
-                }
+                let backend = try Backends.open(configuration, forServing: false)
+                defer { backend.close() }
+                let integrity = try blockingWait { try await backend.integrityCheck() }
                 print("database integrity: \(integrity)")
                 if integrity != "ok" { problems += 1 }
-                let pending = try blockingWait { try await Migrations.pending(database) }
+                let pending = try blockingWait { try await backend.pendingMigrations() }
                 print(pending.isEmpty ? "migrations: up to date" : "migrations: \(pending.count) pending (run usersd migrate)")
             } catch {
                 print("database: cannot open: \(error)")
@@ -50,31 +47,18 @@ struct Maintenance {
     }
 
     /// `usersd backup PATH`: copies the database (which may be serving) into a new file
-    /// PATH, readable by its owner only (see `Connection.backup(to:)`). Exit statuses
-    /// from sysexits.h, as 64 for a bad setting: 66 (`EX_NOINPUT`) when the database
-    /// is missing, unreadable or not usersd's (nothing is created: a mistyped `--db`
-    /// must not leave an empty database and an empty backup behind); 73
-    /// (`EX_CANTCREAT`) when PATH exists or cannot be created; 75 (`EX_TEMPFAIL`) when
-    /// the database stayed locked beyond the busy timeout; 74 (`EX_IOERR`) when
-    /// copying failed.
+    /// PATH, readable by its owner only, complete or absent. Exit statuses from
+    /// sysexits.h, as 64 for a bad setting: 66 (`EX_NOINPUT`) when the database is
+    /// missing, unreadable or not usersd's (nothing is created: a mistyped `--db` must
+    /// not leave an empty database and an empty backup behind); 73 (`EX_CANTCREAT`)
+    /// when PATH exists or cannot be created; 75 (`EX_TEMPFAIL`) when the database
+    /// stayed locked beyond the busy timeout; 74 (`EX_IOERR`) when copying failed.
     @available(*, noasync, message: "runs the whole process")
     func backup(to destination: String) -> Int32 {
-        let path = configuration.databasePath
-        do throws(BackupError) {
-            let source = try Connection.backupSource(
-                path: path, busyTimeoutMilliseconds: Int32(configuration.busyTimeoutMilliseconds))
-            let applied: Set<Int>
-            do {
-                applied = try Migrations.appliedVersions(source)
-            } catch let error as SQLiteError where error.isBusy {
-                throw BackupError(.busy, "cannot read database \(path): \(error.message)")
-            } catch {
-                throw BackupError(.source, "cannot read database \(path): \(error)")
-            }
-            guard !applied.isEmpty else {
-                throw BackupError(.source, "\(path) is not a usersd database (no migrations applied)")
-            }
-            try source.backup(to: destination)
+        do throws(BackupFailure) {
+            try SQLiteStore.backup(
+                databaseAt: configuration.databasePath, to: destination,
+                busyTimeoutMilliseconds: Int32(configuration.busyTimeoutMilliseconds))
             print("backup written to \(destination)")
             return 0
         } catch {

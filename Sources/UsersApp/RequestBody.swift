@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import JSON
 
 /// Reads a request body as a JSON object, with the status codes of the contract:
 /// 415 for a body that is not JSON by content type, 400 for bytes that are not a JSON

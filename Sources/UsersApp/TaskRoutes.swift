@@ -1,4 +1,6 @@
+import Basics
 import HTTP
+import JSON
 import Scheduler
 import Store
 
@@ -147,7 +149,7 @@ extension JSONWriter {
             object.field("payload") { $0.raw(Array(task.payload.utf8)) }
             object.field("attempts", task.attempts)
             object.field("max_attempts", task.maxAttempts)
-            object.field("run_at", isoTimestamp(milliseconds: task.runAt))
+            object.field("run_at", UTCTimestamp.text(milliseconds: task.runAt))
             object.field("created_at", task.createdAt)
             object.field("started_at", task.startedAt)
             object.field("finished_at", task.finishedAt)

@@ -1,4 +1,4 @@
-import Store
+import Basics
 import Synchronization
 
 /// The complete `GET /users` answer for small tables, kept until the next user write.
@@ -27,7 +27,7 @@ final class UserListCache: Sendable {
     }
 
     func body(at version: UInt64) -> [UInt8]? {
-        let now = UserCache.now()
+        let now = MonotonicClock.coarseNanoseconds()
         return entry.withLock { entry in
             guard let current = entry, current.version == version, current.expires > now else { return nil }
             return current.body
@@ -35,7 +35,7 @@ final class UserListCache: Sendable {
     }
 
     func store(_ body: [UInt8], at version: UInt64) {
-        let expires = UserCache.now() &+ lifetimeNanoseconds
+        let expires = MonotonicClock.coarseNanoseconds() &+ lifetimeNanoseconds
         entry.withLock { entry in
             if (entry?.version ?? 0) <= version { entry = Entry(version: version, body: body, expires: expires) }
         }

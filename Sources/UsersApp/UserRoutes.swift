@@ -1,4 +1,5 @@
 import HTTP
+import JSON
 import Store
 
 /// The user routes: the tutorial's `/add-user`, `/user/<id>`, `/users`, and the
@@ -6,8 +7,8 @@ import Store
 struct UserRoutes: Sendable {
     let store: any UserStore
     let listCache = UserListCache()
-    /// Called after a user was created (its welcome task is already committed).
-    var userCreated: @Sendable () -> Void = {}
+    /// Called after a user was created, with the welcome task committed with it.
+    var userCreated: @Sendable (CreatedUser) -> Void = { _ in }
     /// Rows per database read while streaming `GET /users`: one short read
     /// transaction per page, so a long listing never pins the WAL.
     static let pageSize = 500
@@ -29,8 +30,9 @@ struct UserRoutes: Sendable {
         // Both fields are checked before anything is written; name first.
         let name = try UserValidation.name(in: members, required: true)!
         let email = try UserValidation.email(in: members, required: true)!
-        let user = try await store.createUser(name: name, email: email)
-        userCreated()
+        let created = try await store.createUser(name: name, email: email)
+        userCreated(created)
+        let user = created.user
         return Response.json(.created, headers: [("Location", "/users/\(user.id)")]) { json in
             json.object { object in
                 object.field("message", "User created")
@@ -82,8 +84,9 @@ struct UserRoutes: Sendable {
     }
 
     func fullListStart() async throws -> FullListStart {
+        // No version: other processes change users too, so nothing is cached.
         let version = store.changeVersion
-        if let body = listCache.body(at: version) { return .complete(body) }
+        if let version, let body = listCache.body(at: version) { return .complete(body) }
         var body: [UInt8] = [UInt8(ascii: "[")]
         var cursor: Int64 = 0
         var total = 0
@@ -99,7 +102,7 @@ struct UserRoutes: Sendable {
             if total >= UserListCache.maximumRows { return .partial(json: body, lastID: cursor) }
         }
         body.append(UInt8(ascii: "]"))
-        listCache.store(body, at: version)
+        if let version { listCache.store(body, at: version) }
         return .complete(body)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import JSON
 
 /// The validation rules for user fields (SPEC §2 "Validation and errors").
 ///

@@ -1,10 +1,7 @@
-import FastCGI
 import Foundation
-import Glibc
-import HTTP
 import Lifecycle
-import SQLite
-import Store
+import Logging
+import Metrics
 
 /// The `usersd` command: parses settings and runs a subcommand.
 public enum Usersd {
@@ -46,26 +43,5 @@ public enum Usersd {
 
     static func printError(_ line: String) {
         FileHandle.standardError.write(Data((line + "\n").utf8))
-    }
-
-    /// Creates the database's directory when missing.
-    static func createDatabaseDirectory(_ configuration: Configuration) throws {
-        let directory = (configuration.databasePath as NSString).deletingLastPathComponent
-        if !directory.isEmpty {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        }
-    }
-
-    /// Opens the database, creating its directory.
-    static func openDatabase(_ configuration: Configuration) throws -> Database {
-        try createDatabaseDirectory(configuration)
-        var options = DatabaseOptions(path: configuration.databasePath)
-        options.busyTimeoutMilliseconds = Int32(configuration.busyTimeoutMilliseconds)
-        options.synchronous = configuration.synchronous
-        let database = try Database(options: options)
-        if !Connection.processSettingsApplied {
-            Log.warning("SQLite was initialised before usersd could configure it; savepoint journals may spill to temporary files")
-        }
-        return database
     }
 }

@@ -2,6 +2,8 @@ import Dispatch
 import FastCGI
 import Foundation
 import Lifecycle
+import Logging
+import Metrics
 import Scheduler
 import Synchronization
 
@@ -11,25 +13,27 @@ import Synchronization
 /// service for real: a FastCGI request to its own socket for `/healthz` (accept loop,
 /// a worker, the router and the database) and an answer from the scheduler actor.
 /// Only when both pass does it send `WATCHDOG=1`; otherwise systemd restarts usersd.
-final class Watchdog: Sendable {
+final class Watchdog: Service {
     let notifier: SystemdNotifier
     let intervalSeconds: Double
     let isWatchdogEnabled: Bool
-    let server: FastCGIServer
+    let fastCGI: FastCGIService
     let scheduler: TaskScheduler
     let metrics: RequestMetrics
     let probePath: String
     private let stopped = DispatchSemaphore(value: 0)
     private let isStopping = Atomic<Bool>(false)
 
-    init(notifier: SystemdNotifier, environment: [String: String], server: FastCGIServer, scheduler: TaskScheduler,
+    var name: String { "watchdog" }
+
+    init(notifier: SystemdNotifier, environment: [String: String], fastCGI: FastCGIService, scheduler: TaskScheduler,
          metrics: RequestMetrics, probePath: String) {
         self.notifier = notifier
         let microseconds = environment["WATCHDOG_USEC"].flatMap(Double.init)
         let forUs = environment["WATCHDOG_PID"].flatMap(Int32.init).map { $0 == getpid() } ?? true
         isWatchdogEnabled = microseconds != nil && forUs
         intervalSeconds = isWatchdogEnabled ? max(0.5, microseconds! / 2_000_000) : 10
-        self.server = server
+        self.fastCGI = fastCGI
         self.scheduler = scheduler
         self.metrics = metrics
         self.probePath = probePath
@@ -51,6 +55,7 @@ final class Watchdog: Sendable {
     }
 
     private func check() {
+        guard let server = fastCGI.server else { return }
         let status = server.probe(path: probePath, timeoutMilliseconds: Int32(min(intervalSeconds, 5) * 1000))
         let schedulerAnswered = (try? blockingWait(timeoutSeconds: min(intervalSeconds, 5)) { [scheduler] in
             await scheduler.ping()

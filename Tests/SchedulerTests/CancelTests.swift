@@ -1,5 +1,5 @@
 import Foundation
-import HTTP
+import JSON
 import SQLite
 @testable import Scheduler
 import Store

@@ -1,10 +1,13 @@
+import Basics
 import Foundation
-import HTTP
+import JSON
 import SQLite
 import Scheduler
 import Store
 import Synchronization
 import Testing
+
+@testable import StoreSQLite
 
 /// Enqueueing, the queue bound, claiming into slots and the task counts.
 @Suite struct EnqueueAndClaimTests {
@@ -133,27 +136,26 @@ import Testing
 
         // Welcome tasks: one run straight from the queue; one claimed, completed, and
         // completed again (that job throws and rolls back).
-        let user = try await store.createUser(name: "Ann", email: "ann@x.io")
-        let payload = BuiltInTasks.welcomePayload(userID: user.id)
-        let welcome = NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0)
-        let first = try await store.enqueue(welcome, queueLimit: 100).task.id
-        #expect(try await store.runQueuedWelcomes(ids: [first], now: now) { _ in "ok" } == [first])
+        let created = try await store.createUser(name: "Ann", email: "ann@x.io")
+        let first = created.welcomeTaskID
+        #expect(try await store.runQueuedWelcomes(ids: [first], now: WallClock.milliseconds()) == [first])
+        let welcome = NewTask(
+            kind: WelcomeTask.kind, payload: WelcomeTask.payload(userID: created.user.id), maxAttempts: 3, runAt: 0)
         let second = try await store.enqueue(welcome, queueLimit: 100).task.id
         #expect(try await store.claimDue(now: now, limit: 1).map(\.id) == [second])
-        _ = try await store.completeWelcome(taskID: second, userID: user.id) { _ in "ok" }
+        _ = try await store.completeWelcome(taskID: second, userID: created.user.id)
         await #expect(throws: TaskStoreError.notRunning) {
-            try await store.completeWelcome(taskID: second, userID: user.id) { _ in "ok" }
+            try await store.completeWelcome(taskID: second, userID: created.user.id)
         }
 
         // A job that inserted (and counted) a task, then failed: both roll back.
-        struct HookFailed: Error {}
-        let failing = SQLiteStore(database: fixture.database) { connection, user in
-            _ = try SQLiteStore.insertTask(
-                NewTask(kind: "welcome", payload: BuiltInTasks.welcomePayload(userID: user.id), maxAttempts: 3, runAt: 0),
-                on: connection)
-            throw HookFailed()
+        struct JobFailed: Error {}
+        await #expect(throws: JobFailed.self) {
+            try await fixture.database.write { connection in
+                _ = try SQLiteStore.insertTask(NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: 0), on: connection)
+                throw JobFailed()
+            }
         }
-        await #expect(throws: (any Error).self) { try await failing.createUser(name: "Bo", email: "bo@x.io") }
 
         // The restart recovery puts the last running task back in the queue.
         #expect(try await store.recoverInterrupted(now: now) == [claimed[5].id])

@@ -1,10 +1,12 @@
 import Foundation
-import HTTP
+import JSON
 import SQLite
 import Scheduler
 import Store
 import Synchronization
 import Testing
+
+@testable import StoreSQLite
 
 /// Failed attempts: back-off, then success or the last error.
 @Suite struct RetryTests {

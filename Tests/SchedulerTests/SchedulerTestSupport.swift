@@ -1,10 +1,13 @@
+import Basics
 import Foundation
-import HTTP
+import JSON
 import SQLite
 @testable import Scheduler
 import Store
+@testable import StoreSQLite
 import Synchronization
 import Testing
+import TestSupport
 
 /// Failure a test kind throws on purpose.
 struct PlannedFailure: Error, CustomStringConvertible {
@@ -120,16 +123,6 @@ final class HoldingStore: TaskStore {
     func recoverInterrupted(now: Int64) async throws -> [Int64] { try await base.recoverInterrupted(now: now) }
 
     func taskCounts() async throws -> [TaskState: Int] { try await base.taskCounts() }
-
-    func completeWelcome(taskID: Int64, userID: Int64, result: @escaping @Sendable (_ written: Bool) -> String)
-        async throws -> String {
-        try await base.completeWelcome(taskID: taskID, userID: userID, result: result)
-    }
-
-    func runQueuedWelcomes(ids: [Int64], now: Int64, result: @escaping @Sendable (_ written: Bool) -> String)
-        async throws -> [Int64] {
-        try await base.runQueuedWelcomes(ids: ids, now: now, result: result)
-    }
 }
 
 /// A scheduler on a temporary database with a manual clock; the test awaits its
@@ -140,13 +133,14 @@ final class SchedulerFixture: Sendable {
     let store: SQLiteStore
     /// The store the scheduler uses when the fixture was made `throughHoldingStore`.
     let holding: HoldingStore
-    let clock = ManualClock()
+    let clock: ManualClock
     let scheduler: TaskScheduler
     let events: AsyncStream<TaskScheduler.Event>
     let gate = Gate()
+    let handsOverWelcomes: Bool
 
-    /// `welcomeWithEachUser`: `store.createUser` inserts the user's welcome task in the
-    /// user's transaction and notes it for the scheduler, as the server's store does.
+    /// `welcomeWithEachUser`: `createUser` hands each new user's welcome task to the
+    /// scheduler, as the route does; without it the task only waits in the queue.
     init(
         concurrency: Int = 2, maxAttempts: Int = 3, queueLimit: Int = 100, extraKinds: [TaskKind] = [],
         throughHoldingStore: Bool = false, welcomeWithEachUser: Bool = false
@@ -154,18 +148,11 @@ final class SchedulerFixture: Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-sched-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         database = try Database(options: DatabaseOptions(path: directory.appendingPathComponent("db.sqlite3").path))
-        try await Migrations.migrate(database)
-        let welcomeScheduler = Mutex<TaskScheduler?>(nil)
-        if welcomeWithEachUser {
-            store = SQLiteStore(database: database) { connection, user in
-                let payload = BuiltInTasks.welcomePayload(userID: user.id)
-                let task = try SQLiteStore.insertTask(
-                    NewTask(kind: "welcome", payload: payload, maxAttempts: maxAttempts, runAt: 0), on: connection)
-                welcomeScheduler.withLock { $0 }?.noteInserted(taskID: task.id, kind: "welcome")
-            }
-        } else {
-            store = SQLiteStore(database: database)
-        }
+        _ = try await Migrations.migrate(database)
+        let clock = ManualClock()
+        self.clock = clock
+        store = SQLiteStore(database: database, welcomeMaxAttempts: maxAttempts, now: { clock.now() })
+        handsOverWelcomes = welcomeWithEachUser
         holding = HoldingStore(base: store)
         let (stream, continuation) = AsyncStream<TaskScheduler.Event>.makeStream()
         events = stream
@@ -182,7 +169,6 @@ final class SchedulerFixture: Sendable {
             clock: clock,
             configuration: configuration
         )
-        welcomeScheduler.withLock { [scheduler] in $0 = scheduler }
     }
 
     deinit {
@@ -197,6 +183,14 @@ final class SchedulerFixture: Sendable {
             try row.bind([.integer(userID)])
             return try row.step() ? [row.text(0), row.text(1), row.text(2)] : nil
         }
+    }
+
+    /// Creates a user (and its welcome task, in the same transaction), handing the task
+    /// to the scheduler when the fixture was made `welcomeWithEachUser`.
+    func createUser(name: String, email: String) async throws -> User {
+        let created = try await store.createUser(name: name, email: email)
+        if handsOverWelcomes { scheduler.committed(taskID: created.welcomeTaskID, kind: WelcomeTask.kind) }
+        return created.user
     }
 
     func enqueue(_ kind: String, _ payload: [String: JSONValue] = [:], delay: Int64 = 0) async throws -> Int64 {

@@ -1,10 +1,12 @@
 import Foundation
-import HTTP
+import JSON
 import SQLite
 @testable import Scheduler
 import Store
 import Synchronization
 import Testing
+
+@testable import StoreSQLite
 
 /// Graceful shutdown and the start-up recovery of tasks a crash left running.
 @Suite struct ShutdownAndRecoveryTests {

@@ -3,6 +3,8 @@ import SQLite
 import Testing
 
 @testable import Store
+@testable import StoreSQLite
+import TestSupport
 
 /// Migrations 5 and 6 rebuild `tasks`: 5 with a CHECK SQLite evaluates without a
 /// temporary b-tree; 6 without the counting triggers, with the idempotency key indexed

@@ -1,26 +1,11 @@
 import Foundation
-import HTTP
+import JSON
 import Testing
 
 @testable import SQLite
 @testable import Store
-
-/// A fresh database in its own temporary directory, removed afterwards.
-final class TemporaryDatabase {
-    let directory: URL
-    let database: Database
-
-    init() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        database = try Database(options: DatabaseOptions(path: directory.appendingPathComponent("users.sqlite3").path))
-    }
-
-    deinit {
-        database.close()
-        try? FileManager.default.removeItem(at: directory)
-    }
-}
+@testable import StoreSQLite
+import TestSupport
 
 @Suite struct SQLiteStoreTests {
     let temporary: TemporaryDatabase
@@ -76,7 +61,7 @@ final class TemporaryDatabase {
 
     @Test func createsAndReadsUsersByteForByte() async throws {
         let name = "  O'Brien \"quoted\" '); DROP TABLE users;-- 😀 שלום  "
-        let created = try await store.createUser(name: name, email: "Ob@Example.com")
+        let created = try await store.createUser(name: name, email: "Ob@Example.com").user
         #expect(created.id == 1)
         let fetched = try await store.user(id: created.id)
         #expect(fetched == created)
@@ -91,13 +76,25 @@ final class TemporaryDatabase {
         await #expect(throws: StoreError.duplicateEmail) { try await store.createUser(name: "d", email: "ä@x.io") }
     }
 
+    /// A page of users as (id, name, email), read through `userSummaryPage`.
+    func users(afterID: Int64, limit: Int) async throws -> [(id: Int64, name: String, email: String)] {
+        let page = try await store.userSummaryPage(afterID: afterID, limit: limit)
+        guard case .array(let rows) = try JSONParser.parse(Array("[".utf8) + page.json + Array("]".utf8)) else { return [] }
+        return rows.compactMap { row in
+            guard case .number(_, let id?)? = row["id"], case .string(let name)? = row["name"],
+                case .string(let email)? = row["email"]
+            else { return nil }
+            return (id, name, email)
+        }
+    }
+
     @Test func listsInIdOrderWithKeysetPaging() async throws {
         for index in 1...7 { _ = try await store.createUser(name: "u\(index)", email: "u\(index)@x.io") }
-        let first = try await store.users(afterID: 0, limit: 3)
+        let first = try await users(afterID: 0, limit: 3)
         #expect(first.map(\.id) == [1, 2, 3])
-        let next = try await store.users(afterID: 3, limit: 10)
+        let next = try await users(afterID: 3, limit: 10)
         #expect(next.map(\.id) == [4, 5, 6, 7])
-        #expect(try await store.users(afterID: 7, limit: 10).isEmpty)
+        #expect(try await users(afterID: 7, limit: 10).isEmpty)
     }
 
     @Test func summaryPagesEncodeTheSameRowsAsJSON() async throws {
@@ -106,8 +103,9 @@ final class TemporaryDatabase {
         let page = try await store.userSummaryPage(afterID: 1, limit: 3)
         #expect(page.count == 3 && page.lastID == 4)
         let parsed = try JSONParser.parse(Array("[".utf8) + page.json + Array("]".utf8))
-        let expected = try await store.users(afterID: 1, limit: 3).map { user -> JSONValue in
-            .object(["id": .number(Double(user.id), integer: user.id), "name": .string(user.name), "email": .string(user.email)])
+        let expected = try await ([2, 3, 4] as [Int64]).asyncMap { id -> JSONValue in
+            let user = try #require(try await store.user(id: id))
+            return .object(["id": .number(Double(user.id), integer: user.id), "name": .string(user.name), "email": .string(user.email)])
         }
         #expect(parsed == .array(expected))
         let empty = try await store.userSummaryPage(afterID: 99, limit: 3)
@@ -115,7 +113,7 @@ final class TemporaryDatabase {
     }
 
     @Test func updatesOnlyTheGivenFields() async throws {
-        let user = try await store.createUser(name: "old", email: "old@x.io")
+        let user = try await store.createUser(name: "old", email: "old@x.io").user
         let renamed = try await store.updateUser(id: user.id, name: "new", email: nil)
         #expect(renamed?.name == "new" && renamed?.email == "old@x.io")
         let moved = try await store.updateUser(id: user.id, name: nil, email: "NEW@x.io")
@@ -128,7 +126,7 @@ final class TemporaryDatabase {
     }
 
     @Test func deletesOnce() async throws {
-        let user = try await store.createUser(name: "gone", email: "gone@x.io")
+        let user = try await store.createUser(name: "gone", email: "gone@x.io").user
         #expect(try await store.deleteUser(id: user.id))
         #expect(try await store.deleteUser(id: user.id) == false)
         #expect(try await store.user(id: user.id) == nil)
@@ -138,7 +136,7 @@ final class TemporaryDatabase {
         let store = self.store
         let ids = try await withThrowingTaskGroup(of: Int64.self) { group in
             for index in 0..<300 {
-                group.addTask { try await store.createUser(name: "n\(index)", email: "c\(index)@x.io").id }
+                group.addTask { try await store.createUser(name: "n\(index)", email: "c\(index)@x.io").user.id }
             }
             var ids: [Int64] = []
             for try await id in group { ids.append(id) }
@@ -179,7 +177,7 @@ final class TemporaryDatabase {
         let written = try await temporary.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(written == 0)
         _ = try await store.createUser(name: "after", email: "after@x.io")
-        #expect(try await store.users(afterID: 0, limit: 10).map(\.email) == ["after@x.io"])
+        #expect(try await users(afterID: 0, limit: 10).map(\.email) == ["after@x.io"])
     }
 
     @Test func readsFromAnAttachedThreadRunInline() async throws {
@@ -203,5 +201,13 @@ final class TemporaryDatabase {
         await #expect(throws: StoreError.unavailable("shutting down, try again")) {
             try await store.createUser(name: "late", email: "late@x.io")
         }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
     }
 }

@@ -4,6 +4,8 @@ import Testing
 
 @testable import SQLite
 @testable import Store
+@testable import StoreSQLite
+import TestSupport
 
 /// The cache's protocol, step by step, without a database.
 @Suite struct UserCacheTests {
@@ -92,7 +94,7 @@ import Testing
 /// write was acknowledged returns the row from before it.
 extension SQLiteStoreTests {
     @Test func readsAreServedFromTheCacheAndWritesReplaceThem() async throws {
-        let user = try await store.createUser(name: "v0", email: "c@x.io")
+        let user = try await store.createUser(name: "v0", email: "c@x.io").user
         #expect(try await store.user(id: user.id)?.name == "v0")
         #expect(store.userCache.lookup(user.id) == .hit(user))
         _ = try await store.updateUser(id: user.id, name: "v1", email: nil)
@@ -100,7 +102,7 @@ extension SQLiteStoreTests {
         #expect(try await store.deleteUser(id: user.id))
         #expect(try await store.user(id: user.id) == nil)
         // A failed write (duplicate email) leaves the id readable and correct.
-        let other = try await store.createUser(name: "o", email: "o@x.io")
+        let other = try await store.createUser(name: "o", email: "o@x.io").user
         _ = try await store.user(id: other.id)
         await #expect(throws: StoreError.duplicateEmail) {
             try await store.updateUser(id: other.id, name: nil, email: "c2@x.io").map { _ in () }
@@ -111,7 +113,7 @@ extension SQLiteStoreTests {
     }
 
     @Test func noStaleReadUnderConcurrentWrites() async throws {
-        let user = try await store.createUser(name: "0", email: "race@x.io")
+        let user = try await store.createUser(name: "0", email: "race@x.io").user
         let id = user.id
         let store = self.store
         let rounds = 300

@@ -1,7 +1,9 @@
 import Foundation
 import HTTP
-import SQLite
+import JSON
 import Store
+import StoreSQLite
+import TestSupport
 import Synchronization
 import Testing
 
@@ -9,16 +11,12 @@ import Testing
 
 /// The user routes through the router, without a socket, on a temporary database.
 @Suite struct UserRoutesTests {
-    let directory: URL
-    let database: Database
+    let temporary: TemporaryDatabase
     let responder: RouterResponder
 
     init() async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("usersd-app-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        database = try Database(options: DatabaseOptions(path: directory.appendingPathComponent("db.sqlite3").path))
-        try await Migrations.migrate(database)
-        let application = Application(store: SQLiteStore(database: database))
+        temporary = try TemporaryDatabase(name: "usersd-app")
+        let application = Application(store: try await temporary.migratedStore())
         responder = application.makeRouter().buildResponder(onError: Application.errorResponse)
     }
 

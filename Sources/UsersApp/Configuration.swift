@@ -1,0 +1,301 @@
+public import Basics
+import Foundation
+public import Lifecycle
+public import Logging
+
+/// A setting the user got wrong: printed as one line, exit status 64 (EX_USAGE).
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Every setting of usersd: a flag, its `USERSD_*` environment twin, and a default.
+/// Flags win over the environment, the environment over defaults.
+public struct Configuration: Sendable, Equatable {
+    public enum Command: Sendable, Equatable {
+        case serve
+        case migrate
+        case check
+        case backup(String)
+        case help
+        case version
+    }
+
+    public var command: Command = .serve
+    /// Unix socket to create; `nil` means use the socket systemd or spawn-fcgi passed.
+    public var socketPath: String?
+    public var socketMode: UInt32 = 0o660
+    public var socketGroup: String?
+    public var databasePath: String = "./data/users.sqlite3"
+    public var mountPrefix: String = ""
+    public var maxBodyBytes: Int = 1_048_576
+    public var logLevel: LogLevel = .info
+    public var shutdownGraceSeconds: Double = 10
+    public var busyTimeoutMilliseconds: Int = 5000
+    public var synchronous: String = "NORMAL"
+    public var maxConnections: Int = 1024
+    /// Worker threads kept waiting for a new connection once theirs closed; beyond
+    /// that, a thread whose connection closed exits.
+    public var idleThreads: Int = 64
+    /// How long a write to the web server may block before the connection is dropped.
+    public var writeTimeoutSeconds: Double = 30
+    /// Client addresses (`REMOTE_ADDR`) that `GET /metrics` answers.
+    public var metricsAllow: [AddressRange] = AddressRange.loopback
+    public var workerScheduling: ThreadScheduling = .batch
+    public var slowRequestMilliseconds: Int = 1000
+    public var taskConcurrency: Int = 4
+    public var taskQueueLimit: Int = 10_000
+    public var taskGraceSeconds: Double = 10
+    public var taskMaxAttempts: Int = 5
+    /// For `check`: an nginx site file to compare with these settings.
+    public var nginxSiteFile: String?
+    /// `KEY=VALUE` lines (systemd `EnvironmentFile` syntax) read at start and on SIGHUP.
+    public var environmentFile: String?
+
+    public init() {}
+
+    /// One documented setting.
+    struct Setting: Sendable {
+        let flag: String
+        let environment: String
+        let placeholder: String
+        let help: String
+        let apply: @Sendable (inout Configuration, String) throws -> Void
+    }
+
+    static let settings: [Setting] = [
+        Setting(flag: "--socket", environment: "USERSD_SOCKET", placeholder: "PATH",
+                help: "unix socket to create (mode --socket-mode); without it: the socket from systemd (LISTEN_FDS) or fd 0") {
+            $0.socketPath = try nonEmpty($1, "--socket")
+        },
+        Setting(flag: "--socket-mode", environment: "USERSD_SOCKET_MODE", placeholder: "OCTAL",
+                help: "permissions of a created socket (default 0660)") {
+            guard let mode = UInt32($1, radix: 8), mode <= 0o777 else {
+                throw ConfigurationError("--socket-mode: '\($1)' is not an octal mode like 0660")
+            }
+            $0.socketMode = mode
+        },
+        Setting(flag: "--socket-group", environment: "USERSD_SOCKET_GROUP", placeholder: "GROUP",
+                help: "group of a created socket, e.g. www-data so nginx can connect") {
+            $0.socketGroup = try nonEmpty($1, "--socket-group")
+        },
+        Setting(flag: "--db", environment: "USERSD_DB", placeholder: "PATH",
+                help: "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd)") {
+            $0.databasePath = try nonEmpty($1, "--db")
+        },
+        Setting(flag: "--prefix", environment: "USERSD_PREFIX", placeholder: "PATH",
+                help: "URL prefix the API is mounted under, e.g. /api (default: none)") {
+            $0.mountPrefix = $1
+        },
+        Setting(flag: "--max-body", environment: "USERSD_MAX_BODY", placeholder: "BYTES",
+                help: "largest accepted request body; larger gets 413 (default 1048576)") {
+            $0.maxBodyBytes = try integer($1, "--max-body", 1...1_073_741_824)
+        },
+        Setting(flag: "--log-level", environment: "USERSD_LOG_LEVEL", placeholder: "LEVEL",
+                help: "debug, info, warning or error (default info)") {
+            guard let level = LogLevel(name: $1) else {
+                throw ConfigurationError("--log-level: '\($1)' is not one of debug, info, warning, error")
+            }
+            $0.logLevel = level
+        },
+        Setting(flag: "--shutdown-grace", environment: "USERSD_SHUTDOWN_GRACE", placeholder: "SECONDS",
+                help: "on SIGTERM, how long in-flight requests may take to finish (default 10)") {
+            $0.shutdownGraceSeconds = try seconds($1, "--shutdown-grace")
+        },
+        Setting(flag: "--busy-timeout", environment: "USERSD_BUSY_TIMEOUT", placeholder: "MS",
+                help: "how long a write waits for a database locked by another process before 503 (default 5000)") {
+            $0.busyTimeoutMilliseconds = try integer($1, "--busy-timeout", 0...600_000)
+        },
+        Setting(flag: "--synchronous", environment: "USERSD_SYNCHRONOUS", placeholder: "MODE",
+                help: "normal (survives a process crash; default) or full (also survives power loss)") {
+            let mode = $1.uppercased()
+            guard mode == "NORMAL" || mode == "FULL" else {
+                throw ConfigurationError("--synchronous: '\($1)' is not normal or full")
+            }
+            $0.synchronous = mode
+        },
+        Setting(flag: "--max-connections", environment: "USERSD_MAX_CONNECTIONS", placeholder: "N",
+                help: "most FastCGI connections served at once, one thread each (default 1024)") {
+            $0.maxConnections = try integer($1, "--max-connections", 1...65_536)
+        },
+        Setting(flag: "--idle-threads", environment: "USERSD_IDLE_THREADS", placeholder: "N",
+                help: "worker threads kept waiting for new connections; more exit when idle (default 64)") {
+            $0.idleThreads = try integer($1, "--idle-threads", 0...65_536)
+        },
+        Setting(flag: "--write-timeout", environment: "USERSD_WRITE_TIMEOUT", placeholder: "SECONDS",
+                help: "a response write the web server does not take within this time drops the connection (default 30)") {
+            $0.writeTimeoutSeconds = try seconds($1, "--write-timeout", minimum: 0.001)
+        },
+        Setting(flag: "--metrics-allow", environment: "USERSD_METRICS_ALLOW", placeholder: "CIDR,...",
+                help: "client addresses (REMOTE_ADDR) GET /metrics answers; others get 403 (default 127.0.0.0/8,::1)") {
+            guard let ranges = AddressRange.list($1) else {
+                throw ConfigurationError("--metrics-allow: '\($1)' is not a comma-separated list of addresses or CIDR networks")
+            }
+            $0.metricsAllow = ranges
+        },
+        Setting(flag: "--worker-scheduling", environment: "USERSD_WORKER_SCHEDULING", placeholder: "POLICY",
+                help: "batch (default: a worker woken up does not preempt the writer or nginx) or normal") {
+            guard let policy = ThreadScheduling(rawValue: $1.lowercased()) else {
+                throw ConfigurationError("--worker-scheduling: '\($1)' is not batch or normal")
+            }
+            $0.workerScheduling = policy
+        },
+        Setting(flag: "--slow-request", environment: "USERSD_SLOW_REQUEST", placeholder: "MS",
+                help: "requests slower than this are logged at warning level (default 1000)") {
+            $0.slowRequestMilliseconds = try integer($1, "--slow-request", 0...3_600_000)
+        },
+        Setting(flag: "--task-concurrency", environment: "USERSD_TASK_CONCURRENCY", placeholder: "N",
+                help: "background tasks run at once (default 4)") {
+            $0.taskConcurrency = try integer($1, "--task-concurrency", 1...1024)
+        },
+        Setting(flag: "--task-queue-limit", environment: "USERSD_TASK_QUEUE_LIMIT", placeholder: "N",
+                help: "queued tasks before POST /tasks answers 503 (default 10000)") {
+            $0.taskQueueLimit = try integer($1, "--task-queue-limit", 1...10_000_000)
+        },
+        Setting(flag: "--task-grace", environment: "USERSD_TASK_GRACE", placeholder: "SECONDS",
+                help: "on SIGTERM, how long running tasks may take before they are re-queued (default 10)") {
+            $0.taskGraceSeconds = try seconds($1, "--task-grace")
+        },
+        Setting(flag: "--task-max-attempts", environment: "USERSD_TASK_MAX_ATTEMPTS", placeholder: "N",
+                help: "attempts before a failing task ends failed (default 5)") {
+            $0.taskMaxAttempts = try integer($1, "--task-max-attempts", 1...100)
+        },
+        Setting(flag: "--env-file", environment: "USERSD_ENV_FILE", placeholder: "FILE",
+                help: "USERSD_* settings as KEY=VALUE lines, below the environment and flags; SIGHUP re-reads its USERSD_LOG_LEVEL") {
+            $0.environmentFile = try nonEmpty($1, "--env-file")
+        },
+        Setting(flag: "--nginx", environment: "USERSD_NGINX_SITE", placeholder: "FILE",
+                help: "for 'check': an nginx site file to compare with these settings") {
+            $0.nginxSiteFile = try nonEmpty($1, "--nginx")
+        },
+    ]
+
+    /// Parses `arguments` over `environment`, then again with the values of an
+    /// environment file (`--env-file`) added below the real environment.
+    public static func parse(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Configuration {
+        let first = try parseOnce(arguments, environment: environment)
+        guard let file = first.environmentFile, first.command == .serve || first.command == .check || first.command == .migrate else {
+            return first
+        }
+        guard let values = EnvironmentFile.read(file) else {
+            throw ConfigurationError("--env-file: cannot read \(file)")
+        }
+        return try parseOnce(arguments, environment: values.merging(environment) { _, real in real })
+    }
+
+    static func parseOnce(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Configuration {
+        var configuration = Configuration()
+        if let stateDirectory = environment["STATE_DIRECTORY"], !stateDirectory.isEmpty {
+            // systemd may list several directories separated by ':'; the first is ours.
+            let first = stateDirectory.split(separator: ":").first.map(String.init) ?? stateDirectory
+            configuration.databasePath = first + "/users.sqlite3"
+        }
+        for setting in settings {
+            if let value = environment[setting.environment], !value.isEmpty {
+                do {
+                    try setting.apply(&configuration, value)
+                } catch {
+                    throw ConfigurationError("\(setting.environment): \(Self.message(of: error))")
+                }
+            }
+        }
+        var remaining = arguments[...]
+        var commandSeen = false
+        while let argument = remaining.popFirst() {
+            if argument == "--help" || argument == "-h" {
+                configuration.command = .help
+                return configuration
+            }
+            if argument == "--version" || argument == "-V" {
+                configuration.command = .version
+                return configuration
+            }
+            if argument.hasPrefix("--") {
+                var name = argument
+                var value: String?
+                if let equals = argument.firstIndex(of: "=") {
+                    name = String(argument[..<equals])
+                    value = String(argument[argument.index(after: equals)...])
+                }
+                guard let setting = settings.first(where: { $0.flag == name }) else {
+                    throw ConfigurationError("unknown option '\(name)' (see usersd --help)")
+                }
+                if value == nil { value = remaining.popFirst() }
+                guard let value else { throw ConfigurationError("\(name) needs a value (\(setting.placeholder))") }
+                do {
+                    try setting.apply(&configuration, value)
+                } catch {
+                    throw ConfigurationError(Self.message(of: error))
+                }
+                continue
+            }
+            guard !commandSeen else { throw ConfigurationError("unexpected argument '\(argument)'") }
+            commandSeen = true
+            switch argument {
+            case "serve": configuration.command = .serve
+            case "migrate": configuration.command = .migrate
+            case "check": configuration.command = .check
+            case "help": configuration.command = .help
+            case "version": configuration.command = .version
+            case "backup":
+                guard let path = remaining.popFirst(), !path.hasPrefix("--") else {
+                    throw ConfigurationError("backup needs a destination: usersd backup PATH")
+                }
+                configuration.command = .backup(path)
+            default:
+                throw ConfigurationError("unknown command '\(argument)' (serve, migrate, check, backup PATH)")
+            }
+        }
+        return configuration
+    }
+
+    public static var helpText: String {
+        var text = """
+            usersd — a user directory served over FastCGI behind nginx
+
+            Usage: usersd [serve|migrate|check|backup PATH] [options]
+
+            Commands:
+              serve          serve FastCGI requests (default)
+              migrate        apply pending database migrations and exit
+              check          check configuration, database integrity, pending migrations
+                             (and an nginx site file with --nginx FILE)
+              backup PATH    write a consistent copy of the database to PATH while serving
+
+            Options (each also as an environment variable):
+
+            """
+        for setting in settings {
+            let flag = "\(setting.flag) \(setting.placeholder)"
+            text += "  \(flag.padding(toLength: 26, withPad: " ", startingAt: 0)) [\(setting.environment)]\n"
+            text += "      \(setting.help)\n"
+        }
+        text += "  --help                      show this text\n  --version                   print the version\n"
+        return text
+    }
+
+    private static func message(of error: any Error) -> String {
+        (error as? ConfigurationError)?.message ?? "\(error)"
+    }
+
+    private static func nonEmpty(_ value: String, _ name: String) throws(ConfigurationError) -> String {
+        guard !value.isEmpty else { throw ConfigurationError("\(name) must not be empty") }
+        return value
+    }
+
+    private static func integer(_ value: String, _ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+        guard let number = Int(value), range.contains(number) else {
+            throw ConfigurationError("\(name): '\(value)' is not a whole number in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return number
+    }
+
+    private static func seconds(_ value: String, _ name: String, minimum: Double = 0) throws(ConfigurationError) -> Double {
+        guard let number = Double(value), number.isFinite, number >= minimum, number <= 86_400 else {
+            let range = minimum == 0 ? "in 0...86400" : "above 0 and at most 86400"
+            throw ConfigurationError("\(name): '\(value)' is not a number of seconds \(range)")
+        }
+        return number
+    }
+}
