@@ -35,10 +35,6 @@ public final class SQLiteStore: UserStore {
         User(id: row.integer(0), name: row.text(1), email: row.text(2), createdAt: row.text(3), updatedAt: row.text(4))
     }
 
-    /// The key emails are unique by: full Unicode lower-casing, so `Ä@x.io` and
-    /// `ä@x.io` collide too (SQLite's NOCASE folds ASCII only).
-    static func emailKey(_ email: String) -> String { email.lowercased() }
-
     public func createUser(name: String, email: String) async throws -> User {
         let hook = onUserCreated
         defer { userChanged() }
@@ -48,7 +44,7 @@ public final class SQLiteStore: UserStore {
                 let now = Timestamp.now()
                 try connection.cached(
                     "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)"
-                ).bind([.text(name), .text(email), .text(Self.emailKey(email)), .text(now)]).run()
+                ).bind([.text(name), .text(email), .text(EmailKey.of(email)), .text(now)]).run()
                 let user = User(id: connection.lastInsertRowID, name: name, email: email, createdAt: now, updatedAt: now)
                 try hook(connection, user)
                 return user
@@ -135,7 +131,7 @@ public final class SQLiteStore: UserStore {
                     .text(Timestamp.now()),
                     name.map { .text($0) } ?? .null,
                     email.map { .text($0) } ?? .null,
-                    email.map { .text(Self.emailKey($0)) } ?? .null,
+                    email.map { .text(EmailKey.of($0)) } ?? .null,
                     .integer(id),
                 ])
                 guard try statement.step() else { return nil }
