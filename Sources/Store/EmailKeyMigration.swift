@@ -83,8 +83,9 @@ public struct EmailKeyCollision: Error, CustomStringConvertible {
         let shown = groups.prefix(Self.groupsShown).map { group in
             "users " + group.map { "\($0.id) \(Self.quoted($0.email))" }.joined(separator: " and ")
         }
-        var text = "migration 7 (email keys under Unicode caseless matching) refused: these users' emails are one"
-            + " email once NFC-normalized and case-folded: " + shown.joined(separator: "; ")
+        var text = "migration 7 (email keys under Unicode caseless matching) refused: emails are now unique under"
+            + " Unicode caseless matching (NFC + case folding), and these users' emails are one email: "
+            + shown.joined(separator: "; ")
         if groups.count > Self.groupsShown { text += "; and \(groups.count - Self.groupsShown) more groups" }
         let example = groups[0].last!.id
         text += ". Nothing was changed: the database keeps the schema version it had."
