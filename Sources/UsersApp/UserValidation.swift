@@ -74,6 +74,8 @@ enum UserValidation {
         }
     }
 
+    /// SPEC §2: at most 100 characters (scalars), no format character (Cf), and the
+    /// shape of `isPlausibleEmail`; each failure is a 422 naming `email`.
     static func validateEmail(_ email: String) throws(HTTPError) {
         guard email.unicodeScalars.count <= maximumEmailLength else {
             throw HTTPError.invalid("email", "email must be at most \(maximumEmailLength) characters")
