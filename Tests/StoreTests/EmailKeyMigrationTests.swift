@@ -41,7 +41,10 @@ import Testing
         try await temporary.database.read { connection in
             var rows: [String] = []
             try connection.prepare(
-                "SELECT id || ' ' || name || ' ' || hex(email) || ' ' || hex(email_key) || ' ' || created_at || ' ' || updated_at FROM users ORDER BY id"
+                """
+                SELECT id || ' ' || name || ' ' || hex(email) || ' ' || hex(email_key) || ' ' || created_at || ' '
+                    || updated_at FROM users ORDER BY id
+                """
             ).forEachRow { rows.append($0.text(0)) }
             try connection.prepare("SELECT version FROM schema_migrations ORDER BY version").forEachRow {
                 rows.append("version \($0.text(0))")
@@ -61,7 +64,9 @@ import Testing
     }
 
     @Test func rebuildsEveryKeyAndKeepsTheRows() async throws {
-        let emails = ["STRASSE@x.io", "\u{17F}am@x.io", "cafe\u{301}@x.io", "Bob@x.io", "zo\u{EB}@x.io", "\u{13A0}@x.io"]
+        let emails = [
+            "STRASSE@x.io", "\u{17F}am@x.io", "cafe\u{301}@x.io", "Bob@x.io", "zo\u{EB}@x.io", "\u{13A0}@x.io",
+        ]
         try await insert(emails)
         let before = try await snapshot()
 
@@ -76,7 +81,8 @@ import Testing
         func withoutKeys(_ rows: [String]) -> [String] {
             rows.map { row in
                 let fields = row.split(separator: " ")
-                return fields.count == 6 ? fields.enumerated().filter { $0.offset != 3 }.map(\.element).joined(separator: " ") : row
+                guard fields.count == 6 else { return row }
+                return fields.enumerated().filter { $0.offset != 3 }.map(\.element).joined(separator: " ")
             }
         }
         #expect(withoutKeys(after) == withoutKeys(before) + ["version 7"])
@@ -89,7 +95,9 @@ import Testing
     }
 
     @Test func refusesCollidingUsersNamingThemAndChangesNothing() async throws {
-        try await insert(["STRASSE@x.io", "bob@x.io", "stra\u{DF}e@x.io", "caf\u{E9}@x.io", "cafe\u{301}@x.io", "Sam@x.io"])
+        try await insert([
+            "STRASSE@x.io", "bob@x.io", "stra\u{DF}e@x.io", "caf\u{E9}@x.io", "cafe\u{301}@x.io", "Sam@x.io",
+        ])
         let before = try await snapshot()
 
         var collision: EmailKeyCollision?
@@ -103,7 +111,8 @@ import Testing
         let message = error.description
         #expect(message.contains("users 1 <STRASSE@x.io> and 3 <stra\u{DF}e@x.io>"), "\(message)")
         #expect(message.contains("users 4 <caf\u{E9}@x.io> and 5 <cafe\\u{301}@x.io>"), "\(message)")
-        #expect(message.contains("sqlite3 '\(temporary.directory.appendingPathComponent("users.sqlite3").path)'"), "\(message)")
+        let path = temporary.directory.appendingPathComponent("users.sqlite3").path
+        #expect(message.contains("sqlite3 '\(path)'"), "\(message)")
         #expect(message.contains("UPDATE users SET email = 'another@example.com' WHERE id = 3"), "\(message)")
         #expect(message.contains("DELETE FROM users WHERE id = 3"), "\(message)")
         #expect(!message.contains("\n"))

@@ -32,7 +32,8 @@ func runPython(_ script: String) throws -> String {
         ("\u{17F}am@x.io", "sam@x.io"),  // long s
         ("\u{FB01}x@x.io", "FIX@x.io"),  // the ﬁ ligature folds to fi
         ("CAF\u{C9}@X.IO", "cafe\u{301}@x.io"),
-        ("\u{3A3}\u{399}\u{3A3}\u{3A5}\u{3A6}\u{39F}\u{3A3}@x.gr", "\u{3C3}\u{3B9}\u{3C3}\u{3C5}\u{3C6}\u{3BF}\u{3C2}@x.gr"),  // final sigma
+        // Capital sigma and final sigma both fold to σ.
+        ("\u{3A3}\u{399}\u{3A3}\u{3A5}\u{3A6}\u{39F}\u{3A3}@x.gr", "\u{3C3}\u{3B9}\u{3C3}\u{3C5}\u{3C6}\u{3BF}\u{3C2}@x.gr"),
         ("J\u{30C}@x.io", "\u{1F0}@x.io"),  // folding uncovers a composition
     ])
     func caselessEqualEmailsShareAKey(_ pair: (String, String)) {
@@ -40,7 +41,7 @@ func runPython(_ script: String) throws -> String {
     }
 
     @Test func foldedKeysAreNFC() {
-        #expect(EmailKey.of("CAFE\u{301}@x.io").unicodeScalars.map(\.value) == Array("caf\u{E9}@x.io".unicodeScalars.map(\.value)))
+        #expect(keyBytes("CAFE\u{301}@x.io") == Array("caf\u{E9}@x.io".utf8))
         #expect(keyBytes("STRA\u{DF}E@x.io") == Array("strasse@x.io".utf8))
         #expect(keyBytes("\u{130}@x.io") == Array("i\u{307}@x.io".utf8))  // İ: full folding, not Turkic
     }
