@@ -3,10 +3,35 @@ public import SQLite
 
 /// One schema change, applied once, in order, inside a write transaction together
 /// with its row in `schema_migrations`.
+///
+/// Most are SQL. A change SQL cannot compute (the email key is a Swift function)
+/// is Swift code run on the same connection, in the same transaction: when it throws,
+/// the whole migration run rolls back and the database stays as it was.
 public struct Migration: Sendable {
     public let version: Int
     public let name: String
+    /// The SQL of the change; empty when the change is Swift code.
     public let sql: String
+    private let code: (@Sendable (Connection) throws -> Void)?
+
+    public init(version: Int, name: String, sql: String) {
+        self.version = version
+        self.name = name
+        self.sql = sql
+        self.code = nil
+    }
+
+    public init(version: Int, name: String, code: @escaping @Sendable (Connection) throws -> Void) {
+        self.version = version
+        self.name = name
+        self.sql = ""
+        self.code = code
+    }
+
+    /// Makes the change on `connection`, inside the caller's transaction.
+    public func apply(to connection: Connection) throws {
+        if let code { try code(connection) } else { try connection.execute(sql) }
+    }
 }
 
 /// The schema of usersd, oldest first. Never edit a shipped migration: add one.
@@ -197,6 +222,15 @@ public enum Migrations {
                 CREATE INDEX tasks_state_id ON tasks (state, id);
                 """
         ),
+        Migration(
+            version: 7,
+            name: "email keys under Unicode caseless matching",
+            // Keys were `lowercased()`, which let `STRASSE`/`straße`, `ſam`/`sam` and `café`
+            // precomposed/decomposed be two users. Every key is rebuilt with `EmailKey`;
+            // when two existing users' emails become one, the migration refuses and names
+            // them (`EmailKeyMigration`).
+            code: EmailKeyMigration.rebuildKeys
+        ),
     ]
 
     /// Applies every migration not yet recorded; returns the versions applied.
@@ -209,7 +243,7 @@ public enum Migrations {
             let applied = try appliedVersions(connection)
             var done: [Int] = []
             for migration in all where !applied.contains(migration.version) {
-                try connection.execute(migration.sql)
+                try migration.apply(to: connection)
                 try connection.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
                     .bind([.integer(Int64(migration.version)), .text(migration.name), .text(UTCTimestamp.now())]).run()
                 done.append(migration.version)

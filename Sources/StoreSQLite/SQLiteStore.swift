@@ -49,9 +49,6 @@ public final class SQLiteStore: StoreBackend {
         User(id: row.integer(0), name: row.text(1), email: row.text(2), createdAt: row.text(3), updatedAt: row.text(4))
     }
 
-    /// The key emails are unique by.
-    static func emailKey(_ email: String) -> String { email.lowercased() }
-
     public func createUser(name: String, email: String) async throws -> CreatedUser {
         defer { userChanged() }
         let (maxAttempts, due) = (welcomeMaxAttempts, now())
@@ -61,7 +58,7 @@ public final class SQLiteStore: StoreBackend {
                 let now = UTCTimestamp.now()
                 try connection.cached(
                     "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)"
-                ).bind([.text(name), .text(email), .text(Self.emailKey(email)), .text(now)]).run()
+                ).bind([.text(name), .text(email), .text(EmailKey.of(email)), .text(now)]).run()
                 let user = User(id: connection.lastInsertRowID, name: name, email: email, createdAt: now, updatedAt: now)
                 let task = try Self.insertWelcome(for: user.id, maxAttempts: maxAttempts, runAt: due, on: connection)
                 return CreatedUser(user: user, welcomeTaskID: task.id)
@@ -133,7 +130,7 @@ public final class SQLiteStore: StoreBackend {
                     .text(UTCTimestamp.now()),
                     name.map { .text($0) } ?? .null,
                     email.map { .text($0) } ?? .null,
-                    email.map { .text(Self.emailKey($0)) } ?? .null,
+                    email.map { .text(EmailKey.of($0)) } ?? .null,
                     .integer(id),
                 ])
                 guard try statement.step() else { return nil }

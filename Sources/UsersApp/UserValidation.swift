@@ -75,13 +75,38 @@ enum UserValidation {
         }
     }
 
+    /// SPEC §2: at most 100 characters (scalars), no format character (Cf), and the
+    /// shape of `isPlausibleEmail`; each failure is a 422 naming `email`.
     static func validateEmail(_ email: String) throws(HTTPError) {
         guard email.unicodeScalars.count <= maximumEmailLength else {
             throw HTTPError.invalid("email", "email must be at most \(maximumEmailLength) characters")
         }
-        guard isPlausibleEmail(email) else {
-            throw HTTPError.invalid("email", "email must look like name@example.com")
+        let isPlausible: Bool
+        if isASCII(email) {
+            isPlausible = isPlausibleASCIIEmail(email.utf8)  // no ASCII character is a format character
+        } else {
+            if let format = firstFormatCharacter(email) {
+                throw HTTPError.invalid(
+                    "email",
+                    "email must not contain invisible format characters (zero-width spaces and joiners, bidi marks),"
+                        + " found " + format
+                )
+            }
+            isPlausible = isPlausibleUnicodeEmail(email)
         }
+        guard isPlausible else { throw HTTPError.invalid("email", "email must look like name@example.com") }
+    }
+
+    /// The first scalar of general category Cf (format) in `text`, as `U+200B`, or `nil`.
+    ///
+    /// Such characters are invisible: `sam\u{200B}@x.io` looks like `sam@x.io` but would be
+    /// another user, and bidi controls (U+202E) make an address display as another.
+    static func firstFormatCharacter(_ text: String) -> String? {
+        guard let scalar = text.unicodeScalars.first(where: { $0.properties.generalCategory == .format }) else {
+            return nil
+        }
+        let hex = String(scalar.value, radix: 16, uppercase: true)
+        return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
     }
 
     /// One `@`, a non-empty local part, a domain of non-empty dot-separated labels

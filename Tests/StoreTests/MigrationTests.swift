@@ -53,7 +53,7 @@ import TestSupport
         let countsBefore = try await rows("SELECT state || '=' || count FROM task_counts ORDER BY state")
         #expect(try await rows("SELECT sql FROM sqlite_master WHERE name = 'tasks'").first?.contains("state IN (") == true)
 
-        #expect(try await Migrations.migrate(temporary.database) == [5, 6])
+        #expect(try await Migrations.migrate(temporary.database) == [5, 6, 7])
 
         #expect(try await rows("SELECT id || '|' || state || '|' || run_at || '|' || coalesce(idempotency_key, '') FROM tasks ORDER BY id") == tasksBefore)
         #expect(try await rows("SELECT state || '=' || count FROM task_counts ORDER BY state") == countsBefore)
@@ -174,7 +174,7 @@ import TestSupport
                 """
             )
         }
-        #expect(try await Migrations.migrate(temporary.database) == [6])
+        #expect(try await Migrations.migrate(temporary.database) == [6, 7])
         let (count, counts, check) = try await temporary.database.read { connection in
             (try connection.prepare("SELECT count(*) FROM tasks").firstInteger(),
              try connection.prepare("SELECT group_concat(state || '=' || count, ',') FROM (SELECT * FROM task_counts WHERE count > 0 ORDER BY state)").firstText(),

@@ -526,8 +526,13 @@ def parse_json(response) -> object:
 
 def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
     """Inserts `count` users straight into a stopped service's (migrated) database;
-    returns them as {"name", "email"} in insertion order."""
+    returns them as {"name", "email"} in insertion order. Each `email_key` is the
+    service's (Sources/Store/EmailKey.swift): NFC, full case folding, NFC."""
     import sqlite3
+    import unicodedata
+
+    def email_key(email: str) -> str:
+        return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email).casefold())
 
     rows = [(f"{tag} user {i} ✓", f"{tag}{i}@example.com") for i in range(count)]
     stamp = "2024-01-02T03:04:05.000Z"
@@ -536,7 +541,7 @@ def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
         with connection:
             connection.executemany(
                 "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                [(name, email, email.lower(), stamp, stamp) for name, email in rows],
+                [(name, email, email_key(email), stamp, stamp) for name, email in rows],
             )
     finally:
         connection.close()

@@ -213,7 +213,7 @@ def test_check_and_migrate(tmp_path):
     missing = run("check", "--db", str(db))
     assert missing.returncode == 0 and "not created yet" in missing.stdout
     migrated = run("migrate", "--db", str(db))
-    assert migrated.returncode == 0 and "applied migrations 1, 2, 3, 4, 5, 6" in migrated.stdout
+    assert migrated.returncode == 0 and "applied migrations 1, 2, 3, 4, 5, 6, 7" in migrated.stdout
     assert run("migrate", "--db", str(db)).stdout.strip() == "up to date"
     checked = run("check", "--db", str(db), "--nginx", str(harness.REPO_ROOT / "nginx" / "usersd.conf"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
