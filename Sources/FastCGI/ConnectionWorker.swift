@@ -160,11 +160,9 @@ struct ConnectionWorker: Sendable {
 /// What a worker thread keeps from one connection to the next: its executor and the
 /// buffers its connections read params into and build response heads in.
 ///
-/// A connection is short under load (nginx closes upstream connections beyond its
-/// idle `keepalive` cache: one in seven requests came on a new one in `make bench`).
-/// Made per connection, these and the connection's task cost 24,000 instructions,
-/// almost as much as the request served on it (zeroing the 8 KiB peek buffer alone
-/// was 8,000).
+/// Connections are often short (nginx closes upstream connections beyond its idle
+/// `keepalive` cache), and making these per connection costs about as much as the
+/// request served on it: they are made once per thread.
 ///
 /// `@unchecked Sendable`: created by its worker thread and used only there.
 final class WorkerThreadResources: @unchecked Sendable {

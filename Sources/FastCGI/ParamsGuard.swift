@@ -39,8 +39,7 @@ enum ParamsGuard {
         var waits = 0
         // Wait in poll, not in recv: nginx reading our last answer signals "writable" on
         // this socket, which wakes a thread blocked in recv for nothing (a unix socket
-        // has one wait queue); poll's wait for POLLIN ignores that event. Measured under
-        // GET load: 2.0-2.2 context switches per request down to 1.4-1.6, for one more
+        // has one wait queue); poll's wait for POLLIN ignores that event, for one more
         // system call. Draining's shutdown(SHUT_RD) still wakes it.
         var wait = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while poll(&wait, 1, -1) < 0 && errno == EINTR {}

@@ -78,8 +78,8 @@ enum RequestDecoder {
         }
     }
 
-    /// At most 1 KiB: Swift places larger temporary allocations on the heap (a
-    /// profile showed a 4 KiB chunk costing a malloc and free on every request).
+    /// At most 1 KiB: Swift places larger temporary allocations on the heap, which
+    /// would cost a malloc and free on every request.
     static let chunkSize = 1024
 }
 

@@ -9,8 +9,9 @@ import Synchronization
 /// The worker threads: each accepts a connection, serves it until it closes, then
 /// accepts again (or exits when enough others are idle).
 ///
-/// Its lock is taken once per connection, never per request: a lock shared by all
-/// workers on the request path spins under load (measured: a quarter of all CPU).
+/// Its lock is taken once per connection, never per request: a `Mutex` shared by all
+/// workers on the request path spins under load (`Synchronization.Mutex` spins while
+/// contended).
 final class WorkerPool: Sendable {
     private struct State {
         var threads = 0

@@ -57,8 +57,7 @@ public struct Request: Sendable {
 /// Request headers by lower-case name with dashes (`x-request-id`).
 ///
 /// A request carries a handful, so they are a list searched from the end rather
-/// than a dictionary: no hashing, one allocation (the dictionary and its string
-/// hashing were about 1,500 instructions of every request). When a name repeats,
+/// than a dictionary: no hashing of every name, one allocation. When a name repeats,
 /// the last one wins.
 public struct HTTPHeaders: Sendable, ExpressibleByDictionaryLiteral {
     private var fields: [(name: String, value: String)] = []

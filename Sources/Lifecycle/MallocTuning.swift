@@ -5,15 +5,12 @@ import Glibc
 /// glibc reads them only from `GLIBC_TUNABLES` when the process starts, so
 /// `usersd serve` re-executes its own binary once with the variable set (same PID,
 /// same arguments, descriptors and environment: systemd's socket and notify settings
-/// carry over). Measured with `bench/callgrind.py`: `GET /user/<id>` 27.9k → 26.6k
-/// instructions, `POST /add-user` under load 159.9k → 158.2k; side by side under
-/// wrk (binary against binary), about 2 % less CPU per `GET` (three pairs of four)
-/// and 3–5 % per `POST`.
+/// carry over). What the settings save is in bench/results.
 /// - `tcache_count=32`: each thread keeps up to 32 freed chunks per size instead of
 ///   7, so a request's allocations are served from its thread's cache instead of
 ///   the arena's bins.
 /// - `mxfast=0`: no fast bins, so libfcgi's 8 KiB stream buffers (two per request)
-///   no longer make malloc consolidate them first.
+///   do not make malloc consolidate them first.
 ///
 /// A `GLIBC_TUNABLES` already in the environment (even empty) is left as it is:
 /// that is how an operator chooses other settings, or none.

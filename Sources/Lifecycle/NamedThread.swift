@@ -62,7 +62,7 @@ public enum ThreadScheduling: String, Sendable {
     /// one running; it waits for that one's slice or its next block. For the FastCGI
     /// workers, whose wake-ups (nginx's next request, a committed write) would
     /// otherwise interrupt the writer thread inside its transaction and nginx in the
-    /// middle of its work (measured in README "How it works").
+    /// middle of its work (see docs/architecture.md, "Threads").
     case batch
 
     /// The policy number of `sched_setscheduler(2)`. Glibc declares `SCHED_BATCH` only

@@ -17,10 +17,9 @@ public struct CheckpointStatistics: Sendable {
 /// Moves the bulk of WAL checkpointing off the writer thread.
 ///
 /// SQLite's default checkpoints inside the COMMIT that takes the WAL past 1000
-/// pages: the writer copies every frame into the database file and syncs the WAL
-/// and the file while every write queued behind it waits. Under `POST` load on
-/// this machine's disk that stalled the writer for 10-50 ms about five times a
-/// second (the CPUs went partly idle meanwhile).
+/// pages ("automatic checkpoint", run by the committing connection): the writer
+/// copies every frame into the database file and syncs the WAL and the file while
+/// every write queued behind it waits.
 ///
 /// Here the writer's commit hook hands that pass to a thread of its own, which
 /// runs it on its own connection (PASSIVE: it waits for nobody) while the writer

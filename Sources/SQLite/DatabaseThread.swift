@@ -135,9 +135,9 @@ final class DatabaseThread: Sendable {
     /// duplicate email fails at its only INSERT, which SQLite undoes by itself) is
     /// simply dropped. Only when a job fails after changing rows does the whole
     /// transaction roll back and the jobs run again, each in a savepoint that is
-    /// rolled back if it fails. Savepoints for every job cost SQLite a copy of each
-    /// page a job touches plus two statements: about 6 % of a `POST /add-user`'s
-    /// instructions under load (callgrind), for a case that almost never happens.
+    /// rolled back if it fails. A savepoint for every job would cost SQLite a copy of
+    /// each page the job touches plus two statements, for a case that almost never
+    /// happens.
     /// (A job may therefore run twice; jobs change nothing but the database and their
     /// own outcome, or only what tolerates a repeat, such as noting a task id.)
     /// SQLite does not count schema changes as changed rows, so a batch with a job that

@@ -2,9 +2,9 @@ import Glibc
 
 /// Per-thread read-only connections, keyed by database.
 ///
-/// Kept in a pthread key (a plain pointer lookup; Foundation's thread dictionary cost
-/// 5 % of a `GET /user/<id>` in a profile). The slot belongs to its thread alone, so
-/// the non-Sendable `Connection` never crosses threads.
+/// Kept in a pthread key: a plain pointer lookup on every read (Foundation's thread
+/// dictionary hashes and locks). The slot belongs to its thread alone, so the
+/// non-Sendable `Connection` never crosses threads.
 enum ThreadReaders {
     /// A box so the key can hold non-Sendable connections.
     private final class Slot {

@@ -114,10 +114,10 @@ public enum Migrations {
         Migration(
             version: 5,
             name: "task state check without an IN list",
-            // `CHECK (state IN (...5 values...))` made SQLite build a temporary b-tree of
-            // the five values every time a statement wrote a task row: about a sixth of
-            // the instructions of a POST /add-user (callgrind, 427k -> 362k). The same
-            // rule as comparisons needs none. SQLite cannot alter a CHECK in place, so
+            // `CHECK (state IN (...5 values...))` makes SQLite build a temporary b-tree of
+            // the five values every time a statement writes a task row (`OpenEphemeral`
+            // in EXPLAIN); the same rule as comparisons needs none. SQLite cannot alter a
+            // CHECK in place, so
             // this is its documented rebuild: new table, copy, drop, rename, then the
             // indexes and triggers again. The AUTOINCREMENT high-water mark is carried
             // over, so ids of deleted tasks are never reused; `task_counts` is unchanged
@@ -172,11 +172,10 @@ public enum Migrations {
             version: 6,
             name: "tasks without per-row bookkeeping",
             // A new user costs two task-row writes (the welcome task's insert and its
-            // completion). Per row, the triggers ran three task_counts updates in trigger
-            // frames with statement journals, the NULL idempotency key took an index entry,
-            // and a finished task took a tasks_due entry nothing reads: 39k of the 222k
-            // instructions of a POST /add-user under load (callgrind, 32 connections).
-            // Now each write job updates task_counts once per state it changed
+            // completion). Per row, the triggers of migration 3 ran three task_counts
+            // updates in trigger frames with statement journals, the NULL idempotency key
+            // took an index entry, and a finished task took a tasks_due entry nothing reads.
+            // Instead each write job updates task_counts once per state it changed
             // (`TaskCounts`), the unique key indexes only the tasks that have one,
             // and tasks_due holds the queued tasks only (it keeps its `state` column: with
             // it the planner prefers it to tasks_state_id for the claim's range on run_at).

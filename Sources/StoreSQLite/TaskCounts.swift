@@ -4,9 +4,8 @@ import Store
 /// `task_counts`: the number of tasks in each state, so that the queue bound and the
 /// metrics read five rows instead of counting the tasks table.
 ///
-/// Until migration 6, triggers kept it exact row by row (three updates per task that
-/// is created and finished). Now every statement that inserts a task or changes its
-/// state reports the move with `move(_:from:to:on:)` in the same job. The moves go into
+/// Every statement that inserts a task or changes its state reports the move with
+/// `move(_:from:to:on:)` in the same job (not a trigger per row). The moves go into
 /// the transaction's `CommitTally`, which keeps a job's moves only when the job
 /// succeeds and writes one update per state changed for the whole group commit, just
 /// before it commits: the counts commit or roll back with the rows they count.
