@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test unit e2e build release bench soak deb clean
+.PHONY: run test lint unit e2e build release bench soak deb clean
 
 ## run: install what is missing, build, serve on http://127.0.0.1:8080 (Ctrl-C stops)
 run:
@@ -10,12 +10,17 @@ run:
 	swift build -c release
 	scripts/run.sh
 
-## test: install what is missing, build, run unit and end-to-end tests
+## test: install what is missing, lint, build, run unit and end-to-end tests
 test:
 	scripts/deps.sh test
+	$(MAKE) lint
 	swift build --build-tests
 	swift test --skip-build
 	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q tests/e2e
+
+## lint: the toolchain's swift-format with the checked-in .swift-format; any finding fails
+lint:
+	swift format lint --strict --recursive --parallel Sources Tests Package.swift
 
 unit:
 	swift test

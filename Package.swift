@@ -53,8 +53,11 @@ let package = Package(
         // The application: routes, settings, the process's wiring.
         library(
             "UsersApp",
-            ["HTTP", "FastCGI", "Store", "StoreSQLite", "SQLite", "Scheduler", "Lifecycle", "Logging", "Metrics", "JSON",
-             "Basics"]
+            [
+                "HTTP", "FastCGI", "Store", "StoreSQLite", "SQLite", "Scheduler", "Lifecycle", "Logging", "Metrics",
+                "JSON",
+                "Basics",
+            ]
         ),
         .executableTarget(name: "usersd", dependencies: ["UsersApp"], swiftSettings: swiftSettings),
 
@@ -70,7 +73,11 @@ let package = Package(
         tests("SQLiteTests", ["SQLite", "Metrics", "TestSupport"]),
         tests("StoreTests", ["Store", "StoreSQLite", "SQLite", "JSON", "Basics", "TestSupport"]),
         tests("SchedulerTests", ["Scheduler", "Store", "StoreSQLite", "SQLite", "JSON", "TestSupport"]),
-        tests("UsersAppTests", ["UsersApp", "HTTP", "Store", "StoreSQLite", "SQLite", "Scheduler", "JSON", "Basics",
-                                "TestSupport"]),
+        tests(
+            "UsersAppTests",
+            [
+                "UsersApp", "HTTP", "Store", "StoreSQLite", "SQLite", "Scheduler", "JSON", "Basics",
+                "TestSupport",
+            ]),
     ]
 )

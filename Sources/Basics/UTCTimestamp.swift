@@ -43,9 +43,19 @@ public enum UTCTimestamp {
         }
         if year < 0 { put("-") }
         put(abs(year), max(4, DecimalText.count(abs(year))))
-        put("-"); put(month, 2); put("-"); put(day, 2); put("T")
-        put(second / 3600, 2); put(":"); put(second / 60 % 60, 2); put(":"); put(second % 60, 2)
-        put("."); put(millisecondOfDay % 1000, 3); put("Z")
+        put("-")
+        put(month, 2)
+        put("-")
+        put(day, 2)
+        put("T")
+        put(second / 3600, 2)
+        put(":")
+        put(second / 60 % 60, 2)
+        put(":")
+        put(second % 60, 2)
+        put(".")
+        put(millisecondOfDay % 1000, 3)
+        put("Z")
         return index
     }
 

@@ -64,7 +64,9 @@ public final class FastCGIServer: MetricsSource {
     let pool: WorkerPool
     private static let initialized: Bool = { FCGX_Init() == 0 }()
 
-    public init(configuration: FastCGIConfiguration, responder: any Responder, hooks: WorkerThreadHooks = .init())
+    public init(
+        configuration: FastCGIConfiguration, responder: any Responder, hooks: WorkerThreadHooks = .init()
+    )
         throws(ListenError)
     {
         guard Self.initialized else { throw ListenError(description: "FCGX_Init failed") }
@@ -93,7 +95,8 @@ public final class FastCGIServer: MetricsSource {
     /// Worker threads and connections.
     public func render(into text: inout PrometheusText) async {
         let figures = statistics
-        text.help("usersd_worker_threads", "FastCGI worker threads (one per web server connection), by state.", type: "gauge")
+        text.help(
+            "usersd_worker_threads", "FastCGI worker threads (one per web server connection), by state.", type: "gauge")
         text.sample("usersd_worker_threads", ["state": "busy"], Double(figures.busyThreads))
         text.sample("usersd_worker_threads", ["state": "total"], Double(figures.threads))
         text.help("usersd_fastcgi_connections_total", "FastCGI connections accepted.", type: "counter")

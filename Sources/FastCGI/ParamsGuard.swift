@@ -143,7 +143,9 @@ enum ParamsGuard {
         guard index < bytes.endIndex else { return nil }
         if bytes[index] & 0x80 == 0 { return (Int(bytes[index]), index + 1) }
         guard index + 4 <= bytes.endIndex else { return nil }
-        let value = Int(bytes[index] & 0x7F) << 24 | Int(bytes[index + 1]) << 16 | Int(bytes[index + 2]) << 8 | Int(bytes[index + 3])
+        let value =
+            Int(bytes[index] & 0x7F) << 24 | Int(bytes[index + 1]) << 16 | Int(bytes[index + 2]) << 8
+            | Int(bytes[index + 3])
         return (value, index + 4)
     }
 

@@ -61,7 +61,10 @@ enum Records {
     static func record(_ kind: Kind, requestID: UInt16, content: [UInt8] = []) -> [UInt8] {
         precondition(content.count <= 0xFFFF, "a FastCGI record holds at most 65,535 bytes")
         let length = UInt16(content.count)
-        return [1, kind.rawValue, UInt8(requestID >> 8), UInt8(requestID & 0xFF), UInt8(length >> 8), UInt8(length & 0xFF), 0, 0]
+        return [
+            1, kind.rawValue, UInt8(requestID >> 8), UInt8(requestID & 0xFF), UInt8(length >> 8), UInt8(length & 0xFF),
+            0, 0,
+        ]
             + content
     }
 
@@ -79,7 +82,10 @@ enum Records {
     /// `send`, so that it arrives as one piece.
     static func closingEnd(requestID: UInt16, appStatus: Int32) -> [UInt8] {
         let status = UInt32(bitPattern: appStatus)
-        let body: [UInt8] = [UInt8(status >> 24), UInt8((status >> 16) & 0xFF), UInt8((status >> 8) & 0xFF), UInt8(status & 0xFF), 0, 0, 0, 0]
+        let body: [UInt8] = [
+            UInt8(status >> 24), UInt8((status >> 16) & 0xFF), UInt8((status >> 8) & 0xFF), UInt8(status & 0xFF), 0, 0,
+            0, 0,
+        ]
         return record(.stdout, requestID: requestID)
             + record(.endRequest, requestID: requestID, content: body)
             + record(.getValuesResult, requestID: 0)
@@ -90,7 +96,9 @@ enum Records {
     static func send(_ bytes: [UInt8], to fd: Int32) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let written = bytes[offset...].withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else { return false }
             offset += written

@@ -23,8 +23,9 @@ enum RequestDecoder {
                 // Only HTTP_* entries become headers; compare bytes before copying.
                 if entry[0] == 0x48, entry[1] == 0x54, entry[2] == 0x54, entry[3] == 0x50, entry[4] == 0x5F {
                     if let equals = strchr(entry + 5, 0x3D) {
-                        let name = UnsafeBufferPointer(start: UnsafeRawPointer(entry + 5).assumingMemoryBound(to: UInt8.self),
-                                                       count: equals - (entry + 5))
+                        let name = UnsafeBufferPointer(
+                            start: UnsafeRawPointer(entry + 5).assumingMemoryBound(to: UInt8.self),
+                            count: equals - (entry + 5))
                         headers.append(name: CGIParams.headerName(utf8: name), value: String(cString: equals + 1))
                     }
                 } else {
@@ -64,7 +65,9 @@ enum RequestDecoder {
                     discard(stream)
                     return nil
                 }
-                UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(chunk)[..<count]).withMemoryRebound(to: UInt8.self) {
+                UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(chunk)[..<count]).withMemoryRebound(
+                    to: UInt8.self
+                ) {
                     body.append(contentsOf: $0)
                 }
             }
@@ -94,9 +97,15 @@ enum RequestDecoder {
 struct KnownParams {
     /// The params `CGIParams` asks for.
     enum Name: String, CaseIterable {
-        case requestMethod = "REQUEST_METHOD", documentURI = "DOCUMENT_URI", requestURI = "REQUEST_URI"
-        case scriptName = "SCRIPT_NAME", pathInfo = "PATH_INFO", queryString = "QUERY_STRING"
-        case contentType = "CONTENT_TYPE", contentLength = "CONTENT_LENGTH", requestID = "REQUEST_ID"
+        case requestMethod = "REQUEST_METHOD"
+        case documentURI = "DOCUMENT_URI"
+        case requestURI = "REQUEST_URI"
+        case scriptName = "SCRIPT_NAME"
+        case pathInfo = "PATH_INFO"
+        case queryString = "QUERY_STRING"
+        case contentType = "CONTENT_TYPE"
+        case contentLength = "CONTENT_LENGTH"
+        case requestID = "REQUEST_ID"
         case remoteAddress = "REMOTE_ADDR"
 
         /// The name of the param `entry` (`NAME=value`) whose name is `length` bytes,
@@ -108,23 +117,27 @@ struct KnownParams {
             case 9: return matches("PATH_INFO") ? .pathInfo : nil
             case 10: return matches("REQUEST_ID") ? .requestID : nil
             case 11:
-                return matches("REQUEST_URI") ? .requestURI
+                return matches("REQUEST_URI")
+                    ? .requestURI
                     : matches("SCRIPT_NAME") ? .scriptName : matches("REMOTE_ADDR") ? .remoteAddress : nil
             case 12:
-                return matches("DOCUMENT_URI") ? .documentURI
+                return matches("DOCUMENT_URI")
+                    ? .documentURI
                     : matches("QUERY_STRING") ? .queryString : matches("CONTENT_TYPE") ? .contentType : nil
-            case 14: return matches("REQUEST_METHOD") ? .requestMethod : matches("CONTENT_LENGTH") ? .contentLength : nil
+            case 14:
+                return matches("REQUEST_METHOD") ? .requestMethod : matches("CONTENT_LENGTH") ? .contentLength : nil
             default: return nil
             }
         }
     }
 
     /// Where each param's value starts (NUL-terminated), indexed like `Name.allCases`.
-    private var values: (
-        UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
-        UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
-        UnsafePointer<CChar>?, UnsafePointer<CChar>?
-    ) = (nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
+    private var values:
+        (
+            UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
+            UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
+            UnsafePointer<CChar>?, UnsafePointer<CChar>?
+        ) = (nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
 
     mutating func record(_ entry: UnsafeMutablePointer<CChar>) {
         guard let equals = strchr(entry, 0x3D), let name = Name.of(entry, length: equals - entry) else { return }
@@ -226,11 +239,12 @@ struct CGIParams {
     static func headerName(utf8 name: UnsafeBufferPointer<UInt8>) -> String {
         String(unsafeUninitializedCapacity: name.count) { target in
             for (index, byte) in name.enumerated() {
-                target[index] = switch byte {
-                case UInt8(ascii: "A")...UInt8(ascii: "Z"): byte + 32
-                case UInt8(ascii: "_"): UInt8(ascii: "-")
-                default: byte
-                }
+                target[index] =
+                    switch byte {
+                    case UInt8(ascii: "A")...UInt8(ascii: "Z"): byte + 32
+                    case UInt8(ascii: "_"): UInt8(ascii: "-")
+                    default: byte
+                    }
             }
             return name.count
         }

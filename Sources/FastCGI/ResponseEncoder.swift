@@ -11,7 +11,8 @@ enum ResponseEncoder {
     /// Both passes skip the same unsafe headers (`isWritten`, two `memchr`s each).
     static func appendHead(of response: Response, to head: inout [UInt8]) {
         let status = response.status
-        var length = 8 + DecimalText.count(Int64(status.code)) + 1 + status.reason.utf8.count + 2 + 2  // Status: ... \r\n ... \r\n
+        // `Status: ` code, space, reason, CR LF; and the CR LF that ends the head.
+        var length = 8 + DecimalText.count(Int64(status.code)) + 1 + status.reason.utf8.count + 2 + 2
         var hasLength = false
         for header in response.headers where isWritten(header) {
             if !hasLength && isContentLength(header.name) { hasLength = true }
@@ -52,15 +53,18 @@ enum ResponseEncoder {
     }
 
     static func isContentLength(_ name: String) -> Bool {
-        name.utf8.count == 14 && name.utf8.elementsEqual("content-length".utf8) { byte, lower in
-            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 == lower : byte == lower
-        }
+        name.utf8.count == 14
+            && name.utf8.elementsEqual("content-length".utf8) { byte, lower in
+                (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 == lower : byte == lower
+            }
     }
 
     /// Header text never contains CR or LF, so no response splitting is possible.
     static func isSafe(_ text: String) -> Bool {
         if let safe = text.utf8.withContiguousStorageIfAvailable({ bytes in
-            bytes.isEmpty || (memchr(bytes.baseAddress!, 0x0D, bytes.count) == nil && memchr(bytes.baseAddress!, 0x0A, bytes.count) == nil)
+            bytes.isEmpty
+                || (memchr(bytes.baseAddress!, 0x0D, bytes.count) == nil
+                    && memchr(bytes.baseAddress!, 0x0A, bytes.count) == nil)
         }) {
             return safe
         }

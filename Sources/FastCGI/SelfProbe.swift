@@ -16,7 +16,8 @@ enum SelfProbe {
             ("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", path), ("REQUEST_URI", path), ("QUERY_STRING", ""),
             ("REQUEST_ID", "watchdog"),
         ])
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count
+        else {
             return nil
         }
         // Read records until END_REQUEST; the status is in the first stdout bytes.
@@ -48,7 +49,10 @@ enum SelfProbe {
     static func length(_ count: Int) -> [UInt8] {
         count < 128
             ? [UInt8(count)]
-            : [UInt8((count >> 24) & 0x7F) | 0x80, UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
+            : [
+                UInt8((count >> 24) & 0x7F) | 0x80, UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF),
+                UInt8(count & 0xFF),
+            ]
     }
 
     /// The concatenated STDOUT content of the complete records.

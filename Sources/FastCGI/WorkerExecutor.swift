@@ -1,7 +1,6 @@
 import Dispatch
 import Foundation
 import Lifecycle
-
 import Synchronization
 
 /// Runs a worker thread's task, and with it every request's async handler, on that

@@ -1,7 +1,7 @@
+import Basics
 import Dispatch
 import Foundation
 import Glibc
-import Basics
 import Lifecycle
 import Logging
 import Synchronization
@@ -32,8 +32,10 @@ final class WorkerPool: Sendable {
     /// The scheduling was refused once (and logged): the others are not tried.
     private let schedulingRefused = Atomic<Bool>(false)
 
-    init(listener: Listener, context: ConnectionContext, maxThreads: Int, maxIdleThreads: Int,
-         scheduling: ThreadScheduling) {
+    init(
+        listener: Listener, context: ConnectionContext, maxThreads: Int, maxIdleThreads: Int,
+        scheduling: ThreadScheduling
+    ) {
         self.listener = listener
         self.context = context
         self.maxThreads = maxThreads
@@ -111,9 +113,11 @@ final class WorkerPool: Sendable {
         guard scheduling != .normal, !schedulingRefused.load(ordering: .relaxed) else { return }
         let code = NamedThread.setCurrentScheduling(scheduling)
         guard code != 0, !schedulingRefused.exchange(true, ordering: .relaxed) else { return }
-        Log.warning("worker threads keep the normal scheduling policy", [
-            "requested": scheduling.rawValue, "error": String(cString: strerror(code)),
-        ])
+        Log.warning(
+            "worker threads keep the normal scheduling policy",
+            [
+                "requested": scheduling.rawValue, "error": String(cString: strerror(code)),
+            ])
     }
 
     private func acceptAndServe(_ worker: WorkerState, resources: WorkerThreadResources) async {

@@ -1,4 +1,5 @@
 public import JSON
+
 /// An HTTP status code with its reason phrase.
 public struct Status: Sendable, Hashable {
     public let code: Int
@@ -61,7 +62,9 @@ public struct Response: Sendable {
     public static let jsonContentType = "application/json; charset=utf-8"
 
     /// A JSON response with the given encoded body.
-    public static func json(_ status: Status, _ body: [UInt8], headers: [(name: String, value: String)] = []) -> Response {
+    public static func json(
+        _ status: Status, _ body: [UInt8], headers: [(name: String, value: String)] = []
+    ) -> Response {
         var all: [(name: String, value: String)] = []
         all.reserveCapacity(headers.count + 2)  // + X-Request-Id, added on the way out
         all.append(("Content-Type", jsonContentType))

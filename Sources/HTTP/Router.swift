@@ -61,13 +61,17 @@ public struct Router: Sendable {
     /// Adds a route. A `GET` route answers `HEAD` too (the handler runs, the body is
     /// not sent) unless `answersHead` is false: a `GET` that changes state (the seed's
     /// `/start-task`) must not run for a `HEAD`, which is 405 there.
-    public mutating func add(_ method: String, _ pattern: String, answersHead: Bool = true, _ handler: @escaping Handler) {
+    public mutating func add(
+        _ method: String, _ pattern: String, answersHead: Bool = true, _ handler: @escaping Handler
+    ) {
         let segments = Route.segments(of: pattern)
         if routes.contains(where: { $0.segments == segments && $0.method == method }) {
             preconditionFailure("route \(method) \(pattern) registered twice")
         }
-        routes.append(Route(method: method, segments: segments, handler: handler, pattern: pattern,
-                            answersHead: method == "GET" && answersHead))
+        routes.append(
+            Route(
+                method: method, segments: segments, handler: handler, pattern: pattern,
+                answersHead: method == "GET" && answersHead))
     }
 
     public mutating func get(_ pattern: String, answersHead: Bool = true, _ handler: @escaping Handler) {

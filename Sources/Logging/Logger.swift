@@ -47,19 +47,27 @@ public enum Log {
         level.rawValue >= currentLevel.load(ordering: .relaxed)
     }
 
-    public static func debug(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]) {
+    public static func debug(
+        _ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]
+    ) {
         emit(.debug, message, fields)
     }
 
-    public static func info(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]) {
+    public static func info(
+        _ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]
+    ) {
         emit(.info, message, fields)
     }
 
-    public static func warning(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]) {
+    public static func warning(
+        _ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]
+    ) {
         emit(.warning, message, fields)
     }
 
-    public static func error(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]) {
+    public static func error(
+        _ message: @autoclosure () -> String, _ fields: @autoclosure () -> KeyValuePairs<String, String> = [:]
+    ) {
         emit(.error, message, fields)
     }
 
@@ -78,10 +86,11 @@ public enum Log {
         aborted: Bool = false
     ) {
         guard isEnabled(level) else { return }
-        write(requestLine(level, requestID: requestID, method: method, path: path, status: status,
-                          milliseconds: milliseconds, aborted: aborted, at: WallClock.milliseconds()))
+        write(
+            requestLine(
+                level, requestID: requestID, method: method, path: path, status: status,
+                milliseconds: milliseconds, aborted: aborted, at: WallClock.milliseconds()))
     }
-
 
     private static func write(_ bytes: [UInt8]) {
         let fd = descriptor.load(ordering: .relaxed)
@@ -215,7 +224,9 @@ public enum Log {
     private static func needsQuoting<Bytes: Collection<UInt8>>(_ utf8: Bytes) -> Bool {
         if utf8.isEmpty { return true }
         for byte in utf8
-        where byte <= 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "=") || byte == UInt8(ascii: "\\") || byte >= 0x7F {
+        where byte <= 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "=") || byte == UInt8(ascii: "\\")
+            || byte >= 0x7F
+        {
             return true
         }
         return false

@@ -1,6 +1,8 @@
 /// A fixed-bucket latency histogram (Prometheus style, cumulative on output).
 public struct Histogram: Sendable {
-    public static let defaultBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    public static let defaultBounds: [Double] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ]
     public let bounds: [Double]
     public private(set) var counts: [Int]
     public private(set) var sum: Double = 0

@@ -13,7 +13,10 @@ public struct PrometheusText: Sendable {
     public mutating func sample(_ name: String, _ labels: [String: String], _ value: Double) {
         text += name
         if !labels.isEmpty {
-            text += "{" + labels.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\"\(Self.escape($0.value))\"" }.joined(separator: ",") + "}"
+            text +=
+                "{"
+                + labels.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\"\(Self.escape($0.value))\"" }.joined(
+                    separator: ",") + "}"
         }
         text += " \(Self.format(value))\n"
     }

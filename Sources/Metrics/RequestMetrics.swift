@@ -29,18 +29,20 @@ public final class RequestMetrics: MetricsSource {
             var lastLatency = 0
 
             mutating func record(_ key: Key, seconds: Double) {
-                lastRequest = Self.position(in: &requests, tryingFirst: lastRequest, where: { $0.key == key }) { (key, 0) }
+                lastRequest = Self.position(
+                    in: &requests, tryingFirst: lastRequest, where: { $0.key == key }, orAppend: { (key, 0) })
                 requests[lastRequest].count += 1
-                lastLatency = Self.position(in: &latency, tryingFirst: lastLatency, where: { $0.route == key.route }) {
-                    (key.route, Histogram())
-                }
+                lastLatency = Self.position(
+                    in: &latency, tryingFirst: lastLatency, where: { $0.route == key.route },
+                    orAppend: { (key.route, Histogram()) })
                 latency[lastLatency].histogram.observe(seconds)
             }
 
             /// Where the entry `matches` picks is, checking `last` first; a new entry made
             /// by `make` is appended when there is none.
             private static func position<Entry>(
-                in entries: inout [Entry], tryingFirst last: Int, where matches: (Entry) -> Bool, orAppend make: () -> Entry
+                in entries: inout [Entry], tryingFirst last: Int, where matches: (Entry) -> Bool,
+                orAppend make: () -> Entry
             ) -> Int {
                 if last < entries.count && matches(entries[last]) { return last }
                 if let index = entries.firstIndex(where: matches) { return index }
@@ -151,8 +153,12 @@ public final class RequestMetrics: MetricsSource {
     func renderNow(into text: inout PrometheusText) {
         let data = snapshot()
         text.help("usersd_requests_total", "Requests answered, by route pattern, method and status.", type: "counter")
-        for (key, count) in data.requests.sorted(by: { ($0.key.route, $0.key.method, $0.key.status) < ($1.key.route, $1.key.method, $1.key.status) }) {
-            text.sample("usersd_requests_total", ["route": key.route, "method": key.method, "status": String(key.status)], Double(count))
+        for (key, count) in data.requests.sorted(by: {
+            ($0.key.route, $0.key.method, $0.key.status) < ($1.key.route, $1.key.method, $1.key.status)
+        }) {
+            text.sample(
+                "usersd_requests_total", ["route": key.route, "method": key.method, "status": String(key.status)],
+                Double(count))
         }
         text.help("usersd_request_duration_seconds", "Time to produce a response, by route pattern.", type: "histogram")
         for (route, histogram) in data.latency.sorted(by: { $0.key < $1.key }) {
@@ -160,7 +166,9 @@ public final class RequestMetrics: MetricsSource {
         }
         text.help("usersd_requests_in_flight", "Requests being handled now.", type: "gauge")
         text.sample("usersd_requests_in_flight", [:], Double(data.inFlight))
-        text.help("usersd_request_metric_shards", "Per-thread request counters held (one per live thread that served a request).", type: "gauge")
+        text.help(
+            "usersd_request_metric_shards",
+            "Per-thread request counters held (one per live thread that served a request).", type: "gauge")
         text.sample("usersd_request_metric_shards", [:], Double(shardCount))
     }
 

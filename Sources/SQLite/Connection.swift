@@ -75,14 +75,16 @@ public final class Connection {
     public func enableWAL(synchronous: String) throws(SQLiteError) {
         let mode = try prepare("PRAGMA journal_mode = WAL").firstText()
         guard mode?.lowercased() == "wal" else {
-            throw SQLiteError(extendedCode: SQLITE_ERROR, message: "could not enable WAL (journal_mode is \(mode ?? "?"))")
+            throw SQLiteError(
+                extendedCode: SQLITE_ERROR, message: "could not enable WAL (journal_mode is \(mode ?? "?"))")
         }
         try execute("PRAGMA synchronous = \(synchronous)")
     }
 
     func error(_ code: Int32) -> SQLiteError {
-        SQLiteError(extendedCode: sqlite3_extended_errcode(handle) == 0 ? code : sqlite3_extended_errcode(handle),
-                    message: String(cString: sqlite3_errmsg(handle)))
+        SQLiteError(
+            extendedCode: sqlite3_extended_errcode(handle) == 0 ? code : sqlite3_extended_errcode(handle),
+            message: String(cString: sqlite3_errmsg(handle)))
     }
 
     /// Runs one or more statements without results (`BEGIN`, DDL, pragmas).
@@ -127,11 +129,13 @@ public final class Connection {
     public func onWALCommit(_ hook: @escaping (_ connection: Connection, _ walPages: Int) -> Void) {
         let box = WALHookBox(connection: self, hook: hook)
         walHook = box
-        sqlite3_wal_hook(handle, { context, _, _, pages in
-            let box = Unmanaged<WALHookBox>.fromOpaque(context!).takeUnretainedValue()
-            box.hook(box.connection, Int(pages))
-            return SQLITE_OK
-        }, Unmanaged.passUnretained(box).toOpaque())
+        sqlite3_wal_hook(
+            handle,
+            { context, _, _, pages in
+                let box = Unmanaged<WALHookBox>.fromOpaque(context!).takeUnretainedValue()
+                box.hook(box.connection, Int(pages))
+                return SQLITE_OK
+            }, Unmanaged.passUnretained(box).toOpaque())
     }
 
     /// Copies as many WAL frames into the database file as it can without waiting
@@ -182,7 +186,9 @@ struct StatementKey: Hashable {
             if raw.count >= 8 {
                 for word in 0..<min(4, raw.count / 8) {
                     mix = (mix ^ raw.loadUnaligned(fromByteOffset: word * 8, as: UInt64.self)) &* 0x100_0000_01b3
-                    mix = (mix ^ raw.loadUnaligned(fromByteOffset: raw.count - 8 - word * 8, as: UInt64.self)) &* 0x100_0000_01b3
+                    mix =
+                        (mix ^ raw.loadUnaligned(fromByteOffset: raw.count - 8 - word * 8, as: UInt64.self))
+                        &* 0x100_0000_01b3
                 }
             } else {
                 for byte in raw { mix = (mix ^ UInt64(byte)) &* 0x100_0000_01b3 }

@@ -163,7 +163,10 @@ public final class Database: Sendable {
 
     /// An idle read connection, or a new one while fewer than `maximumReaders` exist.
     private func takeReader() -> Connection? {
-        enum Take { case idle(ReaderHandoff), open, none }
+        enum Take {
+            case idle(ReaderHandoff)
+            case open, none
+        }
         let take: Take = readers.withLock { readers in
             if let handoff = readers.idle.popLast() { return .idle(handoff) }
             guard readers.total < Self.maximumReaders else { return .none }
@@ -174,8 +177,10 @@ public final class Database: Sendable {
         case .idle(let handoff): return handoff.take()
         case .none: return nil
         case .open:
-            if let connection = try? Connection(path: options.path, readOnly: true,
-                                                busyTimeoutMilliseconds: options.busyTimeoutMilliseconds) {
+            if let connection = try? Connection(
+                path: options.path, readOnly: true,
+                busyTimeoutMilliseconds: options.busyTimeoutMilliseconds)
+            {
                 return connection
             }
             readers.withLock { $0.total -= 1 }

@@ -1,6 +1,6 @@
+import Basics
 import Dispatch
 import Foundation
-import Basics
 import Glibc
 import Lifecycle
 public import Metrics

@@ -37,7 +37,8 @@ public final class Statement {
                 return sqlite3_bind_text(handle, index, "", 0, sqliteTransient)
             }
             return base.withMemoryRebound(to: CChar.self, capacity: bytes.count) { chars in
-                sqlite3_bind_text64(handle, index, chars, sqlite3_uint64(bytes.count), sqliteTransient, UInt8(SQLITE_UTF8))
+                sqlite3_bind_text64(
+                    handle, index, chars, sqlite3_uint64(bytes.count), sqliteTransient, UInt8(SQLITE_UTF8))
             }
         }
     }
@@ -115,7 +116,9 @@ public final class Statement {
 
     /// The column's UTF-8 bytes, borrowed for the duration of `body` only (no copy).
     public func withText<T>(_ column: Int32, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
-        guard let pointer = sqlite3_column_text(handle, column) else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+        guard let pointer = sqlite3_column_text(handle, column) else {
+            return body(UnsafeBufferPointer(start: nil, count: 0))
+        }
         return body(UnsafeBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(handle, column))))
     }
     public func optionalInteger(_ column: Int32) -> Int64? { isNull(column) ? nil : integer(column) }

@@ -22,7 +22,9 @@ public enum BuiltInTasks {
             case let other?:
                 throw TaskPayloadError(field: "seconds", message: "seconds must be a number, not \(other.typeName)")
             }
-            return JSONWriter.text(["seconds": .number(seconds, integer: seconds == seconds.rounded() ? Int64(seconds) : nil)])
+            return JSONWriter.text([
+                "seconds": .number(seconds, integer: seconds == seconds.rounded() ? Int64(seconds) : nil)
+            ])
         },
         run: { context in
             guard case .number(let seconds, _)? = context.payload["seconds"] else {

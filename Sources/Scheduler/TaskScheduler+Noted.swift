@@ -67,7 +67,8 @@ extension TaskScheduler {
                         }
                     }
                 } catch {
-                    Log.warning("running noted tasks failed; the queue will run them", ["kind": kind, "error": "\(error)"])
+                    Log.warning(
+                        "running noted tasks failed; the queue will run them", ["kind": kind, "error": "\(error)"])
                 }
             }
         }

@@ -69,8 +69,10 @@ public actor TaskScheduler {
     /// `committed(taskID:kind:)`). The claim path skips them; `runNoted` runs them.
     nonisolated let noted = Mutex<(all: Set<Int64>, byKind: [String: [Int64]])>(([], [:]))
 
-    public init(store: any TaskStore, registry: TaskRegistry, clock: any SchedulerClock = SystemClock(),
-                configuration: Configuration = Configuration()) {
+    public init(
+        store: any TaskStore, registry: TaskRegistry, clock: any SchedulerClock = SystemClock(),
+        configuration: Configuration = Configuration()
+    ) {
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -86,7 +88,8 @@ public actor TaskScheduler {
         guard phase == .idle else { return }
         let recovered = try await store.recoverInterrupted(now: clock.now())
         if !recovered.isEmpty {
-            Log.warning("re-queued tasks interrupted by a restart", ["ids": recovered.map(String.init).joined(separator: ",")])
+            Log.warning(
+                "re-queued tasks interrupted by a restart", ["ids": recovered.map(String.init).joined(separator: ",")])
         }
         emit(.recovered(recovered))
         phase = .running
@@ -231,7 +234,9 @@ public actor TaskScheduler {
         let handle = Task(executorPreference: globalConcurrentExecutor) {
             let outcome: Result<String, any Error>
             do {
-                guard let kind else { throw TaskPayloadError(field: "kind", message: "unknown task kind '\(task.kind)'") }
+                guard let kind else {
+                    throw TaskPayloadError(field: "kind", message: "unknown task kind '\(task.kind)'")
+                }
                 let payload: [String: JSONValue]
                 if case .object(let members) = try JSONParser.parse(Array(task.payload.utf8)) {
                     payload = members
@@ -273,15 +278,20 @@ public actor TaskScheduler {
                     let message = Self.describe(error)
                     switch RetryPolicy.retries(afterAttempt: task.attempts, of: task.maxAttempts) {
                     case true:
-                        let delay = configuration.retry.delay(afterAttempt: task.attempts, random: configuration.random())
+                        let delay = configuration.retry.delay(
+                            afterAttempt: task.attempts, random: configuration.random())
                         let runAt = clock.now() + delay
                         if try await store.markRetry(id: task.id, runAt: runAt, error: message) {
-                            Log.warning("task failed, will retry", ["task_id": String(task.id), "error": message, "attempt": String(task.attempts)])
+                            Log.warning(
+                                "task failed, will retry",
+                                ["task_id": String(task.id), "error": message, "attempt": String(task.attempts)])
                             emit(.retried(task.id, runAt: runAt))
                         }
                     case false:
                         if try await store.markFailed(id: task.id, error: message) {
-                            Log.error("task failed", ["task_id": String(task.id), "error": message, "attempts": String(task.attempts)])
+                            Log.error(
+                                "task failed",
+                                ["task_id": String(task.id), "error": message, "attempts": String(task.attempts)])
                             emit(.finished(task.id, .failed))
                         }
                     }

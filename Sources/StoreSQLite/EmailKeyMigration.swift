@@ -84,12 +84,14 @@ public struct EmailKeyCollision: Error, CustomStringConvertible {
         let shown = groups.prefix(Self.groupsShown).map { group in
             "users " + group.map { "\($0.id) \(Self.quoted($0.email))" }.joined(separator: " and ")
         }
-        var text = "migration 7 (email keys under Unicode caseless matching) refused: emails are now unique under"
+        var text =
+            "migration 7 (email keys under Unicode caseless matching) refused: emails are now unique under"
             + " Unicode caseless matching (NFC + case folding), and these users' emails are one email: "
             + shown.joined(separator: "; ")
         if groups.count > Self.groupsShown { text += "; and \(groups.count - Self.groupsShown) more groups" }
         let example = groups[0].last!.id
-        text += ". Nothing was changed: the database keeps the schema version it had."
+        text +=
+            ". Nothing was changed: the database keeps the schema version it had."
             + " To fix: with usersd stopped, give all but one user of each group another email, or delete them,"
             + " with sqlite3, e.g. sqlite3 \(Self.shellQuoted(databasePath))"
             + " \"UPDATE users SET email = 'another@example.com' WHERE id = \(example)\""

@@ -253,9 +253,10 @@ public enum Migrations {
 
     /// Versions recorded as applied.
     public static func appliedVersions(_ connection: Connection) throws -> Set<Int> {
-        let exists = try connection.prepare(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-        ).firstInteger() ?? 0
+        let exists =
+            try connection.prepare(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).firstInteger() ?? 0
         guard exists > 0 else { return [] }
         var versions = Set<Int>()
         try connection.prepare("SELECT version FROM schema_migrations").forEachRow { row in

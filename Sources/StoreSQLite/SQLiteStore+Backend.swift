@@ -37,11 +37,13 @@ extension SQLiteStore {
         let writes = database.writeStatistics
         text.help("usersd_db_write_transactions_total", "Write transactions (group commits).", type: "counter")
         text.sample("usersd_db_write_transactions_total", [:], Double(writes.batches))
-        text.help("usersd_db_write_transactions_failed_total", "Write transactions that could not commit.", type: "counter")
+        text.help(
+            "usersd_db_write_transactions_failed_total", "Write transactions that could not commit.", type: "counter")
         text.sample("usersd_db_write_transactions_failed_total", [:], Double(writes.failedBatches))
         text.help("usersd_db_writes_total", "Writes carried by those transactions.", type: "counter")
         text.sample("usersd_db_writes_total", [:], Double(writes.jobs))
-        text.help("usersd_db_write_transaction_seconds", "Time from BEGIN IMMEDIATE to the end of COMMIT.", type: "histogram")
+        text.help(
+            "usersd_db_write_transaction_seconds", "Time from BEGIN IMMEDIATE to the end of COMMIT.", type: "histogram")
         text.histogram("usersd_db_write_transaction_seconds", [:], writes.transactionSeconds)
         let checkpoints = database.checkpointStatistics
         text.help("usersd_db_checkpoints_total", "WAL checkpoint passes, by the thread that ran them.", type: "counter")
@@ -75,12 +77,13 @@ extension SQLiteStore {
             }
             _ = try source.backup(to: destination)
         } catch {
-            let kind: BackupFailure.Kind = switch error.kind {
-            case .source: .source
-            case .destination: .destination
-            case .busy: .busy
-            case .copy: .copy
-            }
+            let kind: BackupFailure.Kind =
+                switch error.kind {
+                case .source: .source
+                case .destination: .destination
+                case .busy: .busy
+                case .copy: .copy
+                }
             throw BackupFailure(kind, error.message)
         }
     }

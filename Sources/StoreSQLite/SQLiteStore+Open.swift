@@ -13,8 +13,10 @@ extension SQLiteStore {
         public var synchronous: String
         public var welcomeMaxAttempts: Int
 
-        public init(path: String, busyTimeoutMilliseconds: Int = 5000, synchronous: String = "NORMAL",
-                    welcomeMaxAttempts: Int = 5) {
+        public init(
+            path: String, busyTimeoutMilliseconds: Int = 5000, synchronous: String = "NORMAL",
+            welcomeMaxAttempts: Int = 5
+        ) {
             self.path = path
             self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
             self.synchronous = synchronous
@@ -44,7 +46,9 @@ extension SQLiteStore {
         options.synchronous = settings.synchronous
         let database = try Database(options: options)
         if !Connection.processSettingsApplied {
-            Log.warning("SQLite was initialised before usersd could configure it; savepoint journals may spill to temporary files")
+            Log.warning(
+                "SQLite was initialised before usersd could configure it; savepoint journals may spill to temporary files"
+            )
         }
         return SQLiteStore(database: database, welcomeMaxAttempts: settings.welcomeMaxAttempts)
     }

@@ -49,7 +49,9 @@ extension SQLiteStore {
     }
 
     /// `enqueue` inside an open write transaction.
-    static func enqueue(_ task: NewTask, queueLimit: Int, on connection: Connection) throws -> (task: TaskRecord, created: Bool) {
+    static func enqueue(
+        _ task: NewTask, queueLimit: Int, on connection: Connection
+    ) throws -> (task: TaskRecord, created: Bool) {
         if let key = task.idempotencyKey {
             let existing = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE idempotency_key = ?")
             try existing.bind([.text(key)])
@@ -58,7 +60,8 @@ extension SQLiteStore {
         }
         // The written count plus what this transaction's earlier jobs queued (their
         // sums are written only at the commit).
-        let queued = (try connection.cached("SELECT count FROM task_counts WHERE state = 'queued'").firstInteger() ?? 0)
+        let queued =
+            (try connection.cached("SELECT count FROM task_counts WHERE state = 'queued'").firstInteger() ?? 0)
             + Int64(TaskCounts.unwritten(.queued, on: connection))
         guard queued < queueLimit else { throw TaskStoreError.queueFull }
         return (try Self.insertTask(task, on: connection), true)
@@ -84,7 +87,8 @@ extension SQLiteStore {
                         "SELECT \(Self.taskColumns) FROM tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?")
                     try statement.bind([.text(state.rawValue), .integer(afterID), .integer(Int64(limit))])
                 } else {
-                    statement = try connection.cached("SELECT \(Self.taskColumns) FROM tasks WHERE id > ? ORDER BY id LIMIT ?")
+                    statement = try connection.cached(
+                        "SELECT \(Self.taskColumns) FROM tasks WHERE id > ? ORDER BY id LIMIT ?")
                     try statement.bind([.integer(afterID), .integer(Int64(limit))])
                 }
                 var records: [TaskRecord] = []
@@ -132,7 +136,8 @@ extension SQLiteStore {
                 guard !skipping.isEmpty else {
                     return try connection.cached("SELECT min(run_at) FROM tasks WHERE state = 'queued'").firstInteger()
                 }
-                let queued = try connection.cached("SELECT id, run_at FROM tasks WHERE state = 'queued' ORDER BY run_at, id LIMIT ?")
+                let queued = try connection.cached(
+                    "SELECT id, run_at FROM tasks WHERE state = 'queued' ORDER BY run_at, id LIMIT ?")
                 try queued.bind([.integer(Int64(skipping.count + 1))])
                 defer { queued.reset() }
                 while try queued.step() {

@@ -8,12 +8,15 @@ import Store
 extension SQLiteStore {
     /// Inserts the welcome task of user `userID` inside the user's open write
     /// transaction: both commit or neither.
-    static func insertWelcome(for userID: Int64, maxAttempts: Int, runAt: Int64, on connection: Connection) throws
+    static func insertWelcome(
+        for userID: Int64, maxAttempts: Int, runAt: Int64, on connection: Connection
+    ) throws
         -> TaskRecord
     {
         try insertTask(
-            NewTask(kind: WelcomeTask.kind, payload: WelcomeTask.payload(userID: userID), maxAttempts: maxAttempts,
-                    runAt: runAt),
+            NewTask(
+                kind: WelcomeTask.kind, payload: WelcomeTask.payload(userID: userID), maxAttempts: maxAttempts,
+                runAt: runAt),
             on: connection
         )
     }
@@ -22,7 +25,8 @@ extension SQLiteStore {
         try await mapErrors {
             try await database.write { connection in
                 let stamp = UTCTimestamp.now()
-                let text = WelcomeTask.result(written: try Self.writeWelcome(userID: userID, now: stamp, on: connection))
+                let text = WelcomeTask.result(
+                    written: try Self.writeWelcome(userID: userID, now: stamp, on: connection))
                 try connection.cached(
                     "UPDATE tasks SET state = 'succeeded', result = ?2, finished_at = ?1, updated_at = ?1 WHERE id = ?3 AND state = 'running'"
                 ).bind([.text(stamp), .text(text), .integer(taskID)]).run()

@@ -59,7 +59,8 @@ public final class SQLiteStore: StoreBackend {
                 try connection.cached(
                     "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)"
                 ).bind([.text(name), .text(email), .text(EmailKey.of(email)), .text(now)]).run()
-                let user = User(id: connection.lastInsertRowID, name: name, email: email, createdAt: now, updatedAt: now)
+                let user = User(
+                    id: connection.lastInsertRowID, name: name, email: email, createdAt: now, updatedAt: now)
                 let task = try Self.insertWelcome(for: user.id, maxAttempts: maxAttempts, runAt: due, on: connection)
                 return CreatedUser(user: user, welcomeTaskID: task.id)
             }
@@ -89,7 +90,8 @@ public final class SQLiteStore: StoreBackend {
     public func userSummaryPage(afterID: Int64, limit: Int) async throws -> UserSummaryPage {
         try await mapErrors {
             try await database.read { connection in
-                let statement = try connection.cached("SELECT id, name, email FROM users WHERE id > ? ORDER BY id LIMIT ?")
+                let statement = try connection.cached(
+                    "SELECT id, name, email FROM users WHERE id > ? ORDER BY id LIMIT ?")
                 try statement.bind([.integer(afterID), .integer(Int64(limit))])
                 var json = JSONWriter(capacity: min(limit, 1000) * 64)
                 var count = 0

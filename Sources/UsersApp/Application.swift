@@ -18,7 +18,9 @@ public struct Application: Sendable {
     /// The client addresses `GET /metrics` answers (`--metrics-allow`).
     public let metricsAllow: [AddressRange]
 
-    public init(store: any UserStore, scheduler: TaskScheduler? = nil, metricsAllow: [AddressRange] = AddressRange.loopback) {
+    public init(
+        store: any UserStore, scheduler: TaskScheduler? = nil, metricsAllow: [AddressRange] = AddressRange.loopback
+    ) {
         self.store = store
         self.scheduler = scheduler
         self.metricsAllow = metricsAllow
@@ -30,8 +32,10 @@ public struct Application: Sendable {
         var router = Router(mountPrefix: mountPrefix)
         let scheduler = self.scheduler
         // A new user's welcome task committed with the user; the scheduler runs it.
-        UserRoutes(store: store, userCreated: { scheduler?.committed(taskID: $0.welcomeTaskID, kind: WelcomeTask.kind) })
-            .register(on: &router)
+        UserRoutes(
+            store: store, userCreated: { scheduler?.committed(taskID: $0.welcomeTaskID, kind: WelcomeTask.kind) }
+        )
+        .register(on: &router)
         if let scheduler { TaskRoutes(scheduler: scheduler).register(on: &router) }
         let store = self.store
         router.get("/healthz") { _, _ in
@@ -58,12 +62,14 @@ public struct Application: Sendable {
         return router
     }
 
-    static let metricsForbidden = HTTPError(.forbidden, "Metrics are served to allowed addresses only (--metrics-allow)")
+    static let metricsForbidden = HTTPError(
+        .forbidden, "Metrics are served to allowed addresses only (--metrics-allow)")
 
     /// The complete responder: routes, errors as JSON, one access-log line per request.
     public func makeResponder(mountPrefix: String = "", slowRequestMilliseconds: Int = 1000) -> any Responder {
         let router = makeRouter(mountPrefix: mountPrefix).buildResponder(onError: Self.errorResponse)
-        return AccessLogResponder(inner: router, slowRequestMilliseconds: slowRequestMilliseconds, metrics: requestMetrics)
+        return AccessLogResponder(
+            inner: router, slowRequestMilliseconds: slowRequestMilliseconds, metrics: requestMetrics)
     }
 
     /// Store errors become their statuses; anything unexpected is a logged 500 that
@@ -73,7 +79,9 @@ public struct Application: Sendable {
         case StoreError.duplicateEmail:
             return HTTPError(.conflict, "A user with this email already exists", field: "email").response
         case TaskStoreError.queueFull:
-            return HTTPError(.serviceUnavailable, "Task queue is full, try again later", headers: [.init("Retry-After", "5")]).response
+            return HTTPError(
+                .serviceUnavailable, "Task queue is full, try again later", headers: [.init("Retry-After", "5")]
+            ).response
         case StoreError.unavailable(let message):
             Log.warning("database unavailable", ["request_id": request.requestID, "error": message])
             return HTTPError(.serviceUnavailable, message, headers: [.init("Retry-After", "1")]).response

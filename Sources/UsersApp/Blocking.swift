@@ -11,12 +11,16 @@ func blockingWait<T: Sendable>(_ operation: @escaping @Sendable () async throws 
 
 /// Like `blockingWait`, but gives up after `timeoutSeconds` (the work keeps running).
 @available(*, noasync, message: "blocks the calling thread")
-func blockingWait<T: Sendable>(timeoutSeconds: Double, _ operation: @escaping @Sendable () async throws -> T) throws -> T {
+func blockingWait<T: Sendable>(
+    timeoutSeconds: Double, _ operation: @escaping @Sendable () async throws -> T
+) throws -> T {
     try blockingWait(until: .now() + timeoutSeconds, operation)
 }
 
 @available(*, noasync, message: "blocks the calling thread")
-private func blockingWait<T: Sendable>(until deadline: DispatchTime, _ operation: @escaping @Sendable () async throws -> T) throws -> T {
+private func blockingWait<T: Sendable>(
+    until deadline: DispatchTime, _ operation: @escaping @Sendable () async throws -> T
+) throws -> T {
     let box = Box<T>()
     let done = DispatchSemaphore(value: 0)
     Task.detached {

@@ -65,117 +65,167 @@ public struct Configuration: Sendable, Equatable {
     }
 
     static let settings: [Setting] = [
-        Setting(flag: "--socket", environment: "USERSD_SOCKET", placeholder: "PATH",
-                help: "unix socket to create (mode --socket-mode); without it: the socket from systemd (LISTEN_FDS) or fd 0") {
+        Setting(
+            flag: "--socket", environment: "USERSD_SOCKET", placeholder: "PATH",
+            help: "unix socket to create (mode --socket-mode); without it: the socket from systemd (LISTEN_FDS) or fd 0"
+        ) {
             $0.socketPath = try nonEmpty($1, "--socket")
         },
-        Setting(flag: "--socket-mode", environment: "USERSD_SOCKET_MODE", placeholder: "OCTAL",
-                help: "permissions of a created socket (default 0660)") {
+        Setting(
+            flag: "--socket-mode", environment: "USERSD_SOCKET_MODE", placeholder: "OCTAL",
+            help: "permissions of a created socket (default 0660)"
+        ) {
             guard let mode = UInt32($1, radix: 8), mode <= 0o777 else {
                 throw ConfigurationError("--socket-mode: '\($1)' is not an octal mode like 0660")
             }
             $0.socketMode = mode
         },
-        Setting(flag: "--socket-group", environment: "USERSD_SOCKET_GROUP", placeholder: "GROUP",
-                help: "group of a created socket, e.g. www-data so nginx can connect") {
+        Setting(
+            flag: "--socket-group", environment: "USERSD_SOCKET_GROUP", placeholder: "GROUP",
+            help: "group of a created socket, e.g. www-data so nginx can connect"
+        ) {
             $0.socketGroup = try nonEmpty($1, "--socket-group")
         },
-        Setting(flag: "--db", environment: "USERSD_DB", placeholder: "PATH",
-                help: "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd)") {
+        Setting(
+            flag: "--db", environment: "USERSD_DB", placeholder: "PATH",
+            help: "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd)"
+        ) {
             $0.databasePath = try nonEmpty($1, "--db")
         },
-        Setting(flag: "--prefix", environment: "USERSD_PREFIX", placeholder: "PATH",
-                help: "URL prefix the API is mounted under, e.g. /api (default: none)") {
+        Setting(
+            flag: "--prefix", environment: "USERSD_PREFIX", placeholder: "PATH",
+            help: "URL prefix the API is mounted under, e.g. /api (default: none)"
+        ) {
             $0.mountPrefix = $1
         },
-        Setting(flag: "--max-body", environment: "USERSD_MAX_BODY", placeholder: "BYTES",
-                help: "largest accepted request body; larger gets 413 (default 1048576)") {
+        Setting(
+            flag: "--max-body", environment: "USERSD_MAX_BODY", placeholder: "BYTES",
+            help: "largest accepted request body; larger gets 413 (default 1048576)"
+        ) {
             $0.maxBodyBytes = try integer($1, "--max-body", 1...1_073_741_824)
         },
-        Setting(flag: "--log-level", environment: "USERSD_LOG_LEVEL", placeholder: "LEVEL",
-                help: "debug, info, warning or error (default info)") {
+        Setting(
+            flag: "--log-level", environment: "USERSD_LOG_LEVEL", placeholder: "LEVEL",
+            help: "debug, info, warning or error (default info)"
+        ) {
             guard let level = LogLevel(name: $1) else {
                 throw ConfigurationError("--log-level: '\($1)' is not one of debug, info, warning, error")
             }
             $0.logLevel = level
         },
-        Setting(flag: "--shutdown-grace", environment: "USERSD_SHUTDOWN_GRACE", placeholder: "SECONDS",
-                help: "on SIGTERM, how long in-flight requests may take to finish (default 10)") {
+        Setting(
+            flag: "--shutdown-grace", environment: "USERSD_SHUTDOWN_GRACE", placeholder: "SECONDS",
+            help: "on SIGTERM, how long in-flight requests may take to finish (default 10)"
+        ) {
             $0.shutdownGraceSeconds = try seconds($1, "--shutdown-grace")
         },
-        Setting(flag: "--busy-timeout", environment: "USERSD_BUSY_TIMEOUT", placeholder: "MS",
-                help: "how long a write waits for a database locked by another process before 503 (default 5000)") {
+        Setting(
+            flag: "--busy-timeout", environment: "USERSD_BUSY_TIMEOUT", placeholder: "MS",
+            help: "how long a write waits for a database locked by another process before 503 (default 5000)"
+        ) {
             $0.busyTimeoutMilliseconds = try integer($1, "--busy-timeout", 0...600_000)
         },
-        Setting(flag: "--synchronous", environment: "USERSD_SYNCHRONOUS", placeholder: "MODE",
-                help: "normal (survives a process crash; default) or full (also survives power loss)") {
+        Setting(
+            flag: "--synchronous", environment: "USERSD_SYNCHRONOUS", placeholder: "MODE",
+            help: "normal (survives a process crash; default) or full (also survives power loss)"
+        ) {
             let mode = $1.uppercased()
             guard mode == "NORMAL" || mode == "FULL" else {
                 throw ConfigurationError("--synchronous: '\($1)' is not normal or full")
             }
             $0.synchronous = mode
         },
-        Setting(flag: "--max-connections", environment: "USERSD_MAX_CONNECTIONS", placeholder: "N",
-                help: "most FastCGI connections served at once, one thread each (default 1024)") {
+        Setting(
+            flag: "--max-connections", environment: "USERSD_MAX_CONNECTIONS", placeholder: "N",
+            help: "most FastCGI connections served at once, one thread each (default 1024)"
+        ) {
             $0.maxConnections = try integer($1, "--max-connections", 1...65_536)
         },
-        Setting(flag: "--idle-threads", environment: "USERSD_IDLE_THREADS", placeholder: "N",
-                help: "worker threads kept waiting for new connections; more exit when idle (default 64)") {
+        Setting(
+            flag: "--idle-threads", environment: "USERSD_IDLE_THREADS", placeholder: "N",
+            help: "worker threads kept waiting for new connections; more exit when idle (default 64)"
+        ) {
             $0.idleThreads = try integer($1, "--idle-threads", 0...65_536)
         },
-        Setting(flag: "--write-timeout", environment: "USERSD_WRITE_TIMEOUT", placeholder: "SECONDS",
-                help: "a response write the web server does not take within this time drops the connection (default 30)") {
+        Setting(
+            flag: "--write-timeout", environment: "USERSD_WRITE_TIMEOUT", placeholder: "SECONDS",
+            help: "a response write the web server does not take within this time drops the connection (default 30)"
+        ) {
             $0.writeTimeoutSeconds = try seconds($1, "--write-timeout", minimum: 0.001)
         },
-        Setting(flag: "--metrics-allow", environment: "USERSD_METRICS_ALLOW", placeholder: "CIDR,...",
-                help: "client addresses (REMOTE_ADDR) GET /metrics answers; others get 403 (default 127.0.0.0/8,::1)") {
+        Setting(
+            flag: "--metrics-allow", environment: "USERSD_METRICS_ALLOW", placeholder: "CIDR,...",
+            help: "client addresses (REMOTE_ADDR) GET /metrics answers; others get 403 (default 127.0.0.0/8,::1)"
+        ) {
             guard let ranges = AddressRange.list($1) else {
-                throw ConfigurationError("--metrics-allow: '\($1)' is not a comma-separated list of addresses or CIDR networks")
+                throw ConfigurationError(
+                    "--metrics-allow: '\($1)' is not a comma-separated list of addresses or CIDR networks")
             }
             $0.metricsAllow = ranges
         },
-        Setting(flag: "--worker-scheduling", environment: "USERSD_WORKER_SCHEDULING", placeholder: "POLICY",
-                help: "batch (default: a worker woken up does not preempt the writer or nginx) or normal") {
+        Setting(
+            flag: "--worker-scheduling", environment: "USERSD_WORKER_SCHEDULING", placeholder: "POLICY",
+            help: "batch (default: a worker woken up does not preempt the writer or nginx) or normal"
+        ) {
             guard let policy = ThreadScheduling(rawValue: $1.lowercased()) else {
                 throw ConfigurationError("--worker-scheduling: '\($1)' is not batch or normal")
             }
             $0.workerScheduling = policy
         },
-        Setting(flag: "--slow-request", environment: "USERSD_SLOW_REQUEST", placeholder: "MS",
-                help: "requests slower than this are logged at warning level (default 1000)") {
+        Setting(
+            flag: "--slow-request", environment: "USERSD_SLOW_REQUEST", placeholder: "MS",
+            help: "requests slower than this are logged at warning level (default 1000)"
+        ) {
             $0.slowRequestMilliseconds = try integer($1, "--slow-request", 0...3_600_000)
         },
-        Setting(flag: "--task-concurrency", environment: "USERSD_TASK_CONCURRENCY", placeholder: "N",
-                help: "background tasks run at once (default 4)") {
+        Setting(
+            flag: "--task-concurrency", environment: "USERSD_TASK_CONCURRENCY", placeholder: "N",
+            help: "background tasks run at once (default 4)"
+        ) {
             $0.taskConcurrency = try integer($1, "--task-concurrency", 1...1024)
         },
-        Setting(flag: "--task-queue-limit", environment: "USERSD_TASK_QUEUE_LIMIT", placeholder: "N",
-                help: "queued tasks before POST /tasks answers 503 (default 10000)") {
+        Setting(
+            flag: "--task-queue-limit", environment: "USERSD_TASK_QUEUE_LIMIT", placeholder: "N",
+            help: "queued tasks before POST /tasks answers 503 (default 10000)"
+        ) {
             $0.taskQueueLimit = try integer($1, "--task-queue-limit", 1...10_000_000)
         },
-        Setting(flag: "--task-grace", environment: "USERSD_TASK_GRACE", placeholder: "SECONDS",
-                help: "on SIGTERM, how long running tasks may take before they are re-queued (default 10)") {
+        Setting(
+            flag: "--task-grace", environment: "USERSD_TASK_GRACE", placeholder: "SECONDS",
+            help: "on SIGTERM, how long running tasks may take before they are re-queued (default 10)"
+        ) {
             $0.taskGraceSeconds = try seconds($1, "--task-grace")
         },
-        Setting(flag: "--task-max-attempts", environment: "USERSD_TASK_MAX_ATTEMPTS", placeholder: "N",
-                help: "attempts before a failing task ends failed (default 5)") {
+        Setting(
+            flag: "--task-max-attempts", environment: "USERSD_TASK_MAX_ATTEMPTS", placeholder: "N",
+            help: "attempts before a failing task ends failed (default 5)"
+        ) {
             $0.taskMaxAttempts = try integer($1, "--task-max-attempts", 1...100)
         },
-        Setting(flag: "--env-file", environment: "USERSD_ENV_FILE", placeholder: "FILE",
-                help: "USERSD_* settings as KEY=VALUE lines, below the environment and flags; SIGHUP re-reads its USERSD_LOG_LEVEL") {
+        Setting(
+            flag: "--env-file", environment: "USERSD_ENV_FILE", placeholder: "FILE",
+            help:
+                "USERSD_* settings as KEY=VALUE lines, below the environment and flags; SIGHUP re-reads its USERSD_LOG_LEVEL"
+        ) {
             $0.environmentFile = try nonEmpty($1, "--env-file")
         },
-        Setting(flag: "--nginx", environment: "USERSD_NGINX_SITE", placeholder: "FILE",
-                help: "for 'check': an nginx site file to compare with these settings") {
+        Setting(
+            flag: "--nginx", environment: "USERSD_NGINX_SITE", placeholder: "FILE",
+            help: "for 'check': an nginx site file to compare with these settings"
+        ) {
             $0.nginxSiteFile = try nonEmpty($1, "--nginx")
         },
     ]
 
     /// Parses `arguments` over `environment`, then again with the values of an
     /// environment file (`--env-file`) added below the real environment.
-    public static func parse(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Configuration {
+    public static func parse(
+        _ arguments: [String], environment: [String: String]
+    ) throws(ConfigurationError) -> Configuration {
         let first = try parseOnce(arguments, environment: environment)
-        guard let file = first.environmentFile, first.command == .serve || first.command == .check || first.command == .migrate else {
+        guard let file = first.environmentFile,
+            first.command == .serve || first.command == .check || first.command == .migrate
+        else {
             return first
         }
         guard let values = EnvironmentFile.read(file) else {
@@ -184,7 +234,9 @@ public struct Configuration: Sendable, Equatable {
         return try parseOnce(arguments, environment: values.merging(environment) { _, real in real })
     }
 
-    static func parseOnce(_ arguments: [String], environment: [String: String]) throws(ConfigurationError) -> Configuration {
+    static func parseOnce(
+        _ arguments: [String], environment: [String: String]
+    ) throws(ConfigurationError) -> Configuration {
         var configuration = Configuration()
         if let stateDirectory = environment["STATE_DIRECTORY"], !stateDirectory.isEmpty {
             // systemd may list several directories separated by ':'; the first is ours.
@@ -284,14 +336,19 @@ public struct Configuration: Sendable, Equatable {
         return value
     }
 
-    private static func integer(_ value: String, _ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+    private static func integer(
+        _ value: String, _ name: String, _ range: ClosedRange<Int>
+    ) throws(ConfigurationError) -> Int {
         guard let number = Int(value), range.contains(number) else {
-            throw ConfigurationError("\(name): '\(value)' is not a whole number in \(range.lowerBound)...\(range.upperBound)")
+            throw ConfigurationError(
+                "\(name): '\(value)' is not a whole number in \(range.lowerBound)...\(range.upperBound)")
         }
         return number
     }
 
-    private static func seconds(_ value: String, _ name: String, minimum: Double = 0) throws(ConfigurationError) -> Double {
+    private static func seconds(
+        _ value: String, _ name: String, minimum: Double = 0
+    ) throws(ConfigurationError) -> Double {
         guard let number = Double(value), number.isFinite, number >= minimum, number <= 86_400 else {
             let range = minimum == 0 ? "in 0...86400" : "above 0 and at most 86400"
             throw ConfigurationError("\(name): '\(value)' is not a number of seconds \(range)")

@@ -12,7 +12,9 @@ struct Maintenance {
             let backend = try Backends.open(configuration, forServing: false)
             defer { backend.close() }
             let applied = try blockingWait { try await backend.migrate() }
-            print(applied.isEmpty ? "up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
+            print(
+                applied.isEmpty
+                    ? "up to date" : "applied migrations \(applied.map(String.init).joined(separator: ", "))")
             return 0
         } catch {
             Usersd.printError("usersd migrate: \(error)")
@@ -32,7 +34,9 @@ struct Maintenance {
                 print("database integrity: \(integrity)")
                 if integrity != "ok" { problems += 1 }
                 let pending = try blockingWait { try await backend.pendingMigrations() }
-                print(pending.isEmpty ? "migrations: up to date" : "migrations: \(pending.count) pending (run usersd migrate)")
+                print(
+                    pending.isEmpty
+                        ? "migrations: up to date" : "migrations: \(pending.count) pending (run usersd migrate)")
             } catch {
                 print("database: cannot open: \(error)")
                 problems += 1
@@ -99,12 +103,16 @@ struct NginxSiteCheck {
         if let timeout = value(of: "fastcgi_read_timeout", in: text), let seconds = Self.seconds(timeout),
             seconds * 1000 <= Double(configuration.busyTimeoutMilliseconds)
         {
-            warn("fastcgi_read_timeout \(timeout) is not longer than usersd --busy-timeout \(configuration.busyTimeoutMilliseconds) ms")
+            warn(
+                "fastcgi_read_timeout \(timeout) is not longer than usersd --busy-timeout \(configuration.busyTimeoutMilliseconds) ms"
+            )
         }
         if let keepalive = value(of: "keepalive", in: text), let connections = Int(keepalive),
             connections * 4 > configuration.maxConnections
         {
-            warn("keepalive \(keepalive) per nginx worker is large against usersd --max-connections \(configuration.maxConnections)")
+            warn(
+                "keepalive \(keepalive) per nginx worker is large against usersd --max-connections \(configuration.maxConnections)"
+            )
         }
         if let socket = configuration.socketPath, !text.contains("unix:\(socket)") {
             warn("no fastcgi_pass/upstream to unix:\(socket)")
@@ -125,7 +133,8 @@ struct NginxSiteCheck {
 
     static func bytes(_ size: String) -> Int? {
         let lower = size.lowercased()
-        let multiplier = lower.hasSuffix("k") ? 1024 : lower.hasSuffix("m") ? 1_048_576 : lower.hasSuffix("g") ? 1 << 30 : 1
+        let multiplier =
+            lower.hasSuffix("k") ? 1024 : lower.hasSuffix("m") ? 1_048_576 : lower.hasSuffix("g") ? 1 << 30 : 1
         return Int(multiplier == 1 ? lower : String(lower.dropLast())).map { $0 * multiplier }
     }
 

@@ -40,7 +40,9 @@ enum RequestBody {
             let pair = parameter.split(separator: "=", maxSplits: 1).map { trimmed($0).lowercased() }
             if pair.first == "charset", pair.count == 2 {
                 var charset = Substring(pair[1])
-                if charset.count >= 2, charset.hasPrefix("\""), charset.hasSuffix("\"") { charset = charset.dropFirst().dropLast() }
+                if charset.count >= 2, charset.hasPrefix("\""), charset.hasSuffix("\"") {
+                    charset = charset.dropFirst().dropLast()
+                }
                 if charset != "utf-8" && charset != "utf8" { return false }
             }
         }

@@ -49,13 +49,15 @@ struct Server {
             configuration: fastCGIConfiguration(listen),
             responder: application.makeResponder(
                 mountPrefix: configuration.mountPrefix, slowRequestMilliseconds: configuration.slowRequestMilliseconds),
-            hooks: WorkerThreadHooks(started: { backend.workerThreadStarted() }, stopping: { backend.workerThreadStopping() }),
+            hooks: WorkerThreadHooks(
+                started: { backend.workerThreadStarted() }, stopping: { backend.workerThreadStopping() }),
             graceSeconds: configuration.shutdownGraceSeconds,
             metrics: application.metrics
         )
         let watchdog = Watchdog(
             notifier: notifier, environment: environment, fastCGI: fastCGI, scheduler: scheduler,
-            metrics: application.requestMetrics, probePath: Router.normalizedPrefix(configuration.mountPrefix) + "/healthz"
+            metrics: application.requestMetrics,
+            probePath: Router.normalizedPrefix(configuration.mountPrefix) + "/healthz"
         )
         let services = ServiceGroup([
             StoreService(backend: backend),
@@ -68,10 +70,12 @@ struct Server {
         } catch {
             return 1
         }
-        Log.info("serving", [
-            "socket": describe(listen), "db": configuration.databasePath, "version": Usersd.version,
-            "malloc": environment["GLIBC_TUNABLES"] ?? "",
-        ])
+        Log.info(
+            "serving",
+            [
+                "socket": describe(listen), "db": configuration.databasePath, "version": Usersd.version,
+                "malloc": environment["GLIBC_TUNABLES"] ?? "",
+            ])
         notifier.notify("READY=1\nSTATUS=serving")
 
         while true {

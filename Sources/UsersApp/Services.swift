@@ -15,7 +15,9 @@ struct StoreService: Service {
     func start() throws {
         let backend = self.backend
         let applied = try blockingWait { try await backend.migrate() }
-        if !applied.isEmpty { Log.info("migrations applied", ["versions": applied.map(String.init).joined(separator: ",")]) }
+        if !applied.isEmpty {
+            Log.info("migrations applied", ["versions": applied.map(String.init).joined(separator: ",")])
+        }
     }
 
     func stop() {
@@ -53,8 +55,10 @@ final class FastCGIService: Service {
     private let running = Mutex<FastCGIServer?>(nil)
     var name: String { "FastCGI server" }
 
-    init(configuration: FastCGIConfiguration, responder: any Responder, hooks: WorkerThreadHooks, graceSeconds: Double,
-         metrics: MetricsRegistry) {
+    init(
+        configuration: FastCGIConfiguration, responder: any Responder, hooks: WorkerThreadHooks, graceSeconds: Double,
+        metrics: MetricsRegistry
+    ) {
         self.configuration = configuration
         self.responder = responder
         self.hooks = hooks

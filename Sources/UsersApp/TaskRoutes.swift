@@ -33,8 +33,10 @@ struct TaskRoutes: Sendable {
         guard case .string(let kind) = kindValue else {
             throw HTTPError(.badRequest, "kind must be a string, not \(kindValue.typeName)", field: "kind")
         }
-        let maxAttempts = try Self.integer(members.removeValue(forKey: "max_attempts"), field: "max_attempts", in: 1...100)
-        let delay = try Self.number(members.removeValue(forKey: "delay_seconds"), field: "delay_seconds", in: 0...86_400)
+        let maxAttempts = try Self.integer(
+            members.removeValue(forKey: "max_attempts"), field: "max_attempts", in: 1...100)
+        let delay = try Self.number(
+            members.removeValue(forKey: "delay_seconds"), field: "delay_seconds", in: 0...86_400)
         var payload = members
         if let explicit = members["payload"] {
             guard case .object(let object) = explicit else {
@@ -45,7 +47,8 @@ struct TaskRoutes: Sendable {
         var key: String?
         if let header = request.headers["idempotency-key"] {
             guard !header.isEmpty, header.utf8.count <= 200, header.utf8.allSatisfy({ $0 >= 0x21 && $0 < 0x7F }) else {
-                throw HTTPError(.badRequest, "Idempotency-Key must be 1-200 visible ASCII characters", field: "Idempotency-Key")
+                throw HTTPError(
+                    .badRequest, "Idempotency-Key must be 1-200 visible ASCII characters", field: "Idempotency-Key")
             }
             key = header
         }
@@ -124,7 +127,9 @@ struct TaskRoutes: Sendable {
         switch value {
         case nil, .null?: return nil
         case .number(_, let integer?)? where range.contains(Int(integer)): return Int(integer)
-        case .number?: throw HTTPError.invalid(field, "\(field) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        case .number?:
+            throw HTTPError.invalid(
+                field, "\(field) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
         case let other?: throw HTTPError(.badRequest, "\(field) must be a number, not \(other.typeName)", field: field)
         }
     }
@@ -133,7 +138,8 @@ struct TaskRoutes: Sendable {
         switch value {
         case nil, .null?: return nil
         case .number(let number, _)? where range.contains(number): return number
-        case .number?: throw HTTPError.invalid(field, "\(field) must be from \(range.lowerBound) to \(range.upperBound)")
+        case .number?:
+            throw HTTPError.invalid(field, "\(field) must be from \(range.lowerBound) to \(range.upperBound)")
         case let other?: throw HTTPError(.badRequest, "\(field) must be a number, not \(other.typeName)", field: field)
         }
     }

@@ -11,7 +11,9 @@ enum UserValidation {
     static let maximumEmailLength = 100
 
     /// The string member `key`: `nil` when absent or null; 400 when another JSON type.
-    static func string(_ members: [String: JSONValue], _ key: String, reportAs field: String? = nil) throws(HTTPError) -> String? {
+    static func string(
+        _ members: [String: JSONValue], _ key: String, reportAs field: String? = nil
+    ) throws(HTTPError) -> String? {
         switch members[key] {
         case nil, .null?: return nil
         case .string(let text)?: return text
@@ -51,7 +53,8 @@ enum UserValidation {
             // ASCII white space is exactly 0x09–0x0D and the space.
             let bytes = text.utf8
             let isSpace = { (byte: UInt8) in byte == 0x20 || (0x09...0x0D).contains(byte) }
-            guard let first = bytes.firstIndex(where: { !isSpace($0) }), let last = bytes.lastIndex(where: { !isSpace($0) })
+            guard let first = bytes.firstIndex(where: { !isSpace($0) }),
+                let last = bytes.lastIndex(where: { !isSpace($0) })
             else { return 0 }
             return bytes.distance(from: first, to: last) + 1
         }

@@ -26,8 +26,10 @@ final class Watchdog: Service {
 
     var name: String { "watchdog" }
 
-    init(notifier: SystemdNotifier, environment: [String: String], fastCGI: FastCGIService, scheduler: TaskScheduler,
-         metrics: RequestMetrics, probePath: String) {
+    init(
+        notifier: SystemdNotifier, environment: [String: String], fastCGI: FastCGIService, scheduler: TaskScheduler,
+        metrics: RequestMetrics, probePath: String
+    ) {
         self.notifier = notifier
         let microseconds = environment["WATCHDOG_USEC"].flatMap(Double.init)
         let forUs = environment["WATCHDOG_PID"].flatMap(Int32.init).map { $0 == getpid() } ?? true
@@ -57,19 +59,25 @@ final class Watchdog: Service {
     private func check() {
         guard let server = fastCGI.server else { return }
         let status = server.probe(path: probePath, timeoutMilliseconds: Int32(min(intervalSeconds, 5) * 1000))
-        let schedulerAnswered = (try? blockingWait(timeoutSeconds: min(intervalSeconds, 5)) { [scheduler] in
-            await scheduler.ping()
-        }) != nil
+        let schedulerAnswered =
+            (try? blockingWait(timeoutSeconds: min(intervalSeconds, 5)) { [scheduler] in
+                await scheduler.ping()
+            }) != nil
         let figures = server.statistics
-        let line = "STATUS=serving: \(metrics.totalRequests) requests, \(metrics.inFlight) in flight, "
+        let line =
+            "STATUS=serving: \(metrics.totalRequests) requests, \(metrics.inFlight) in flight, "
             + "\(figures.threads) worker threads"
         if status == 200 && schedulerAnswered {
             notifier.notify(isWatchdogEnabled ? "WATCHDOG=1\n" + line : line)
         } else {
-            Log.error("health check failed; not feeding the watchdog", [
-                "probe_status": status.map(String.init) ?? "none", "scheduler": schedulerAnswered ? "ok" : "stuck",
-            ])
-            notifier.notify("STATUS=unhealthy: probe \(status.map(String.init) ?? "failed"), scheduler \(schedulerAnswered ? "ok" : "stuck")")
+            Log.error(
+                "health check failed; not feeding the watchdog",
+                [
+                    "probe_status": status.map(String.init) ?? "none", "scheduler": schedulerAnswered ? "ok" : "stuck",
+                ])
+            notifier.notify(
+                "STATUS=unhealthy: probe \(status.map(String.init) ?? "failed"), scheduler \(schedulerAnswered ? "ok" : "stuck")"
+            )
         }
     }
 }

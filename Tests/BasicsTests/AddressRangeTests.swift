@@ -8,7 +8,9 @@ import Testing
         for allowed in ["127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"] {
             #expect(loopback.allows(allowed), "\(allowed)")
         }
-        for refused in ["128.0.0.1", "10.0.0.1", "::2", "fe80::1", "::ffff:10.0.0.1", "unix:", "", "localhost", "127.0.0.1 "] {
+        for refused in [
+            "128.0.0.1", "10.0.0.1", "::2", "fe80::1", "::ffff:10.0.0.1", "unix:", "", "localhost", "127.0.0.1 ",
+        ] {
             #expect(!loopback.allows(refused), "\(refused)")
         }
         #expect(!loopback.allows(nil))
@@ -26,7 +28,9 @@ import Testing
     }
 
     @Test func invalidEntriesAreRejected() {
-        for bad in ["", "300.1.1.1", "10.0.0.0/33", "::/129", "10.0.0.0/-1", "10.0.0.0/x", "host.example", "1.2.3.4/8/9"] {
+        for bad in [
+            "", "300.1.1.1", "10.0.0.0/33", "::/129", "10.0.0.0/-1", "10.0.0.0/x", "host.example", "1.2.3.4/8/9",
+        ] {
             #expect(AddressRange(bad) == nil, "\(bad)")
         }
         #expect(AddressRange.list("127.0.0.1, ::1")?.count == 2)

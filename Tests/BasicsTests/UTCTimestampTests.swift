@@ -2,8 +2,8 @@ import Foundation
 import Glibc
 import Testing
 
-@testable import SQLite
 @testable import Basics
+@testable import SQLite
 
 /// The Swift timestamp text is exactly SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ', …)`.
 @Suite struct TimestampTests {
@@ -22,7 +22,9 @@ import Testing
         let connection = try Connection(path: ":memory:")
         let strftime = try connection.prepare("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000.0, 'unixepoch')")
         var generator = SystemRandomNumberGenerator()
-        let samples = Self.edges + (0..<2000).map { _ in Int64.random(in: -62_135_596_800_000...253_402_300_799_999, using: &generator) }
+        let samples =
+            Self.edges
+            + (0..<2000).map { _ in Int64.random(in: -62_135_596_800_000...253_402_300_799_999, using: &generator) }
         for milliseconds in samples {
             try strftime.bind([.integer(milliseconds)])
             let expected = try strftime.firstText()

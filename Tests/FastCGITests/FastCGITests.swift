@@ -15,7 +15,8 @@ import Testing
         let response = Response.json(.created, Array("{}".utf8), headers: [("Location", "/users/1")])
         let head = head(response)
         #expect(
-            head == "Status: 201 Created\r\nContent-Type: application/json; charset=utf-8\r\nLocation: /users/1\r\nContent-Length: 2\r\n\r\n"
+            head
+                == "Status: 201 Created\r\nContent-Type: application/json; charset=utf-8\r\nLocation: /users/1\r\nContent-Length: 2\r\n\r\n"
         )
     }
 
@@ -35,7 +36,8 @@ import Testing
     func appendPiecewiseHead(of response: Response, to head: inout [UInt8]) {
         head += Array("Status: \(response.status.code) \(response.status.reason)\r\n".utf8)
         var hasLength = false
-        for header in response.headers where ResponseEncoder.isSafe(header.name) && ResponseEncoder.isSafe(header.value) {
+        for header in response.headers where ResponseEncoder.isSafe(header.name) && ResponseEncoder.isSafe(header.value)
+        {
             if !hasLength && ResponseEncoder.isContentLength(header.name) { hasLength = true }
             head += Array("\(header.name): \(header.value)\r\n".utf8)
         }
@@ -50,7 +52,8 @@ import Testing
         let many = (0..<70).map { (name: "X-H\($0)", value: "v\($0)") }
         let responses = [
             Response.json(.created, Array("{}".utf8), headers: [("Location", "/users/1")]),
-            Response(status: Status(code: 599, reason: "Ünusual Réason"), headers: [("X-Émoji", "✓ ok"), ("Empty", "")]),
+            Response(
+                status: Status(code: 599, reason: "Ünusual Réason"), headers: [("X-Émoji", "✓ ok"), ("Empty", "")]),
             Response(status: .ok, headers: [("X-Evil", "a\r\nSet-Cookie: x=1"), ("X-Fine", "yes"), ("X-LF", "a\nb")]),
             Response(status: .ok, headers: [("content-length", "5")], body: .bytes(Array("hello".utf8))),
             Response(status: .noContent),
@@ -99,9 +102,12 @@ import Testing
 
     /// The one-pass gathering of params from a C environment list.
     @Test func knownParamsTakeTheFirstOfANameAndOnlyWholeNames() {
-        let entries = ["REQUEST_METHOD=GET", "REQUEST_METHOD=POST", "REQUEST_URIX=/no", "REQUEST_URI=/yes", "QUERY_STRING=", "OTHER=1"]
+        let entries = [
+            "REQUEST_METHOD=GET", "REQUEST_METHOD=POST", "REQUEST_URIX=/no", "REQUEST_URI=/yes", "QUERY_STRING=",
+            "OTHER=1",
+        ]
         let storage = entries.map { strdup($0)! }
-        defer { storage.forEach { free($0) } }
+        defer { for entry in storage { free(entry) } }
         var known = KnownParams()
         for entry in storage { known.record(entry) }
         #expect(known[.requestMethod] == "GET")
@@ -110,7 +116,7 @@ import Testing
         #expect(known[.contentType] == nil)
         // Every name is found under its own spelling.
         let all = KnownParams.Name.allCases.map { strdup("\($0.rawValue)=value of \($0.rawValue)")! }
-        defer { all.forEach { free($0) } }
+        defer { for entry in all { free(entry) } }
         var every = KnownParams()
         for entry in all { every.record(entry) }
         for name in KnownParams.Name.allCases { #expect(every[name] == "value of \(name.rawValue)") }
@@ -121,7 +127,11 @@ import Testing
         #expect(params([:]).requestID(headers: ["x-request-id": "from-client"]) == "from-client")
         let generated = params([:]).requestID(headers: ["x-request-id": "bad\"id"])
         #expect(generated.count == 32)
-        #expect(generated.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+        #expect(
+            generated.utf8.allSatisfy {
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+            })
         #expect(generated != params([:]).requestID(headers: [:]))
     }
 }
@@ -136,7 +146,9 @@ import Testing
 
     func pair(_ name: String, _ value: String) -> [UInt8] {
         func length(_ n: Int) -> [UInt8] {
-            n < 128 ? [UInt8(n)] : [UInt8(0x80 | (n >> 24)), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)]
+            n < 128
+                ? [UInt8(n)]
+                : [UInt8(0x80 | (n >> 24)), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)]
         }
         return length(name.utf8.count) + length(value.utf8.count) + Array(name.utf8) + Array(value.utf8)
     }
@@ -176,8 +188,12 @@ import Testing
 
     @Test func checkOnASocketLeavesTheRequestForLibfcgi() {
         let (nginx, usersd) = socketPair()
-        defer { close(nginx); close(usersd) }
-        let request = begin + record(4, id: 7, pair("REQUEST_METHOD", "GET")) + record(4, id: 7, []) + record(5, id: 7, [])
+        defer {
+            close(nginx)
+            close(usersd)
+        }
+        let request =
+            begin + record(4, id: 7, pair("REQUEST_METHOD", "GET")) + record(4, id: 7, []) + record(5, id: 7, [])
         send(request, to: nginx)
         var buffer = [UInt8](repeating: 0, count: 8192)
         #expect(ParamsGuard.check(fd: usersd, buffer: &buffer) == .ok)
@@ -201,7 +217,10 @@ import Testing
     /// the check ends as closed, and the connection is not left waiting.
     @Test func shutdownForReadingEndsTheWait() async {
         let (nginx, usersd) = socketPair()
-        defer { close(nginx); close(usersd) }
+        defer {
+            close(nginx)
+            close(usersd)
+        }
         let waiting = Task.detached {
             var buffer = [UInt8](repeating: 0, count: 8192)
             return ParamsGuard.check(fd: usersd, buffer: &buffer)

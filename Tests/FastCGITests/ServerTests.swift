@@ -15,12 +15,14 @@ import Testing
 
         func respond(to request: Request) async -> Response {
             guard request.path == "/stream" else { return Response.json(.ok, Array("{}".utf8)) }
-            return Response(status: .ok, headers: [("Content-Type", "application/json")], body: .stream { writer in
-                // More than libfcgi's stream buffer, so part of it is on the wire.
-                try await writer.write(Array("[".utf8) + Array(repeating: UInt8(ascii: "1"), count: 20_000))
-                struct Broken: Error {}
-                throw Broken()
-            })
+            return Response(
+                status: .ok, headers: [("Content-Type", "application/json")],
+                body: .stream { writer in
+                    // More than libfcgi's stream buffer, so part of it is on the wire.
+                    try await writer.write(Array("[".utf8) + Array(repeating: UInt8(ascii: "1"), count: 20_000))
+                    struct Broken: Error {}
+                    throw Broken()
+                })
         }
 
         func respond(rejected request: Request, with error: HTTPError) async -> Response {
@@ -30,7 +32,8 @@ import Testing
     }
 
     func withServer(maxBodyBytes: Int = 1024, _ body: (String, FailingStream) throws -> Void) throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fcgi-\(UUID().uuidString.prefix(8))")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fcgi-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("s.sock").path
@@ -45,14 +48,18 @@ import Testing
 
     /// One request; returns every record received until the server closed the
     /// connection (or sent END_REQUEST and nothing else followed).
-    func exchange(_ path: String, params: [(String, String)], stdin: [UInt8] = []) throws -> [(type: UInt8, content: [UInt8])] {
+    func exchange(
+        _ path: String, params: [(String, String)], stdin: [UInt8] = []
+    ) throws -> [(type: UInt8, content: [UInt8])] {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         try #require(connected == 0)
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
@@ -69,9 +76,12 @@ import Testing
             }
             request += Records.record(kind, requestID: 1)
         }
-        stream(.params, params.flatMap { name, value in
-            SelfProbe.length(name.utf8.count) + SelfProbe.length(value.utf8.count) + Array(name.utf8) + Array(value.utf8)
-        })
+        stream(
+            .params,
+            params.flatMap { name, value in
+                SelfProbe.length(name.utf8.count) + SelfProbe.length(value.utf8.count) + Array(name.utf8)
+                    + Array(value.utf8)
+            })
         stream(.stdin, stdin)
         #expect(Records.send(request, to: fd))
         var received: [UInt8] = []
@@ -120,8 +130,10 @@ import Testing
         try withServer(maxBodyBytes: 100) { path, responder in
             let records = try exchange(
                 path,
-                params: [("REQUEST_METHOD", "POST"), ("DOCUMENT_URI", "/users"), ("CONTENT_LENGTH", "500"),
-                         ("REMOTE_ADDR", "192.0.2.7"), ("REQUEST_ID", "abc")],
+                params: [
+                    ("REQUEST_METHOD", "POST"), ("DOCUMENT_URI", "/users"), ("CONTENT_LENGTH", "500"),
+                    ("REMOTE_ADDR", "192.0.2.7"), ("REQUEST_ID", "abc"),
+                ],
                 stdin: [UInt8](repeating: 0x41, count: 500)
             )
             #expect(stdout(records).hasPrefix("Status: 413 Payload Too Large\r\n"))
@@ -139,8 +151,10 @@ import Testing
         try withServer { path, responder in
             let records = try exchange(
                 path,
-                params: [("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", "/user/1"), ("REQUEST_ID", "big-one"),
-                         ("HTTP_X_HUGE", String(repeating: "h", count: 70_000))]
+                params: [
+                    ("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", "/user/1"), ("REQUEST_ID", "big-one"),
+                    ("HTTP_X_HUGE", String(repeating: "h", count: 70_000)),
+                ]
             )
             #expect(stdout(records).hasPrefix("Status: 431 Request Header Fields Too Large\r\n"))
             let seen = responder.rejected.withLock { $0 }

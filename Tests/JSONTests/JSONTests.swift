@@ -4,7 +4,10 @@ import Testing
 
 @Suite struct JSONParserTests {
     @Test func parsesObjectsWithEveryType() throws {
-        let value = try JSONParser.parse(Array(#"{"s":"a\"b\u00e9\ud83d\ude00","i":-12,"d":1.5e2,"t":true,"f":false,"n":null,"a":[1,[]],"o":{}}"#.utf8))
+        let value = try JSONParser.parse(
+            Array(
+                #"{"s":"a\"b\u00e9\ud83d\ude00","i":-12,"d":1.5e2,"t":true,"f":false,"n":null,"a":[1,[]],"o":{}}"#.utf8)
+        )
         #expect(value["s"] == .string("a\"bé😀"))
         #expect(value["i"] == .number(-12, integer: -12))
         #expect(value["d"] == .number(150, integer: 150))  // a whole value, however spelled
@@ -19,7 +22,8 @@ import Testing
         #expect(try JSONParser.parse(Array("15.0".utf8)) == .number(15, integer: 15))
         #expect(try JSONParser.parse(Array("1.5".utf8)) == .number(1.5, integer: nil))
         #expect(try JSONParser.parse(Array("1e300".utf8)) == .number(1e300, integer: nil))
-        #expect(try JSONParser.parse(Array("-108260922881407909888".utf8)) == .number(-108260922881407909888, integer: nil))
+        #expect(
+            try JSONParser.parse(Array("-108260922881407909888".utf8)) == .number(-108260922881407909888, integer: nil))
     }
 
     @Test(arguments: [
@@ -38,8 +42,10 @@ import Testing
     /// Strings without escapes are read straight from the input; with escapes, through
     /// a buffer. Both give the same text, small or long, ASCII or not.
     @Test func stringsWithAndWithoutEscapesDecodeAlike() throws {
-        for text in ["", "a", "fifteen bytes!!", "sixteen bytes!!!", "ann@example.com", "é", "Zoë 😀 שלום",
-                     String(repeating: "long ", count: 50), "\"lead", "trail\\", "mid\ndle", "😀\t"] {
+        for text in [
+            "", "a", "fifteen bytes!!", "sixteen bytes!!!", "ann@example.com", "é", "Zoë 😀 שלום",
+            String(repeating: "long ", count: 50), "\"lead", "trail\\", "mid\ndle", "😀\t",
+        ] {
             var writer = JSONWriter()
             writer.object { $0.field(text, text) }
             let parsed = try JSONParser.parse(writer.bytes)

@@ -13,20 +13,30 @@ import Testing
 
     @Test func anAccessLineHasTheTimeLevelMessageAndFieldsInOrder() {
         #expect(
-            text(.info, "request", ["request_id": "abc123", "method": "GET", "path": "/user/7", "status": "200", "duration_ms": "0.125"])
+            text(
+                .info, "request",
+                ["request_id": "abc123", "method": "GET", "path": "/user/7", "status": "200", "duration_ms": "0.125"])
                 == "ts=2026-11-28T04:20:07.089Z level=info msg=request request_id=abc123 method=GET path=/user/7 status=200 duration_ms=0.125\n"
         )
     }
 
     @Test func valuesWithSpacesQuotesOrControlCharactersAreQuotedAndEscaped() {
-        #expect(text(.warning, "Background task completed") == "ts=2026-11-28T04:20:07.089Z level=warning msg=\"Background task completed\"\n")
-        #expect(text(.error, "x", ["error": "say \"hi\"\\now\n\r\t\u{1}\u{7F}"])
-            == "ts=2026-11-28T04:20:07.089Z level=error msg=x error=\"say \\\"hi\\\"\\\\now\\n\\r\\t\\u{1}\\u{7f}\"\n")
-        #expect(text(.debug, "", ["k": "a=b", "empty": ""]) == "ts=2026-11-28T04:20:07.089Z level=debug msg=\"\" k=\"a=b\" empty=\"\"\n")
+        #expect(
+            text(.warning, "Background task completed")
+                == "ts=2026-11-28T04:20:07.089Z level=warning msg=\"Background task completed\"\n")
+        #expect(
+            text(.error, "x", ["error": "say \"hi\"\\now\n\r\t\u{1}\u{7F}"])
+                == "ts=2026-11-28T04:20:07.089Z level=error msg=x error=\"say \\\"hi\\\"\\\\now\\n\\r\\t\\u{1}\\u{7f}\"\n"
+        )
+        #expect(
+            text(.debug, "", ["k": "a=b", "empty": ""])
+                == "ts=2026-11-28T04:20:07.089Z level=debug msg=\"\" k=\"a=b\" empty=\"\"\n")
     }
 
     @Test func nonASCIITextIsQuotedAndKeptByteForByte() {
-        #expect(text(.info, "x", ["name": "Zoë 😀 שלום"]) == "ts=2026-11-28T04:20:07.089Z level=info msg=x name=\"Zoë 😀 שלום\"\n")
+        #expect(
+            text(.info, "x", ["name": "Zoë 😀 שלום"])
+                == "ts=2026-11-28T04:20:07.089Z level=info msg=x name=\"Zoë 😀 שלום\"\n")
     }
 
     /// A value as `appendQuoted` writes it.
@@ -69,9 +79,10 @@ import Testing
             .info, requestID: "r", method: "GET", path: hostile, status: 404, milliseconds: 1, at: Self.time
         )
         let text = String(decoding: line, as: UTF8.self)
-        #expect(text == "ts=2026-11-28T04:20:07.089Z level=info msg=request request_id=r method=GET "
-            + "path=\"/user/1\\u{85}ts=x level=error\\u{2028}\\u{2029}\\u{9b}2J\\u{1b}[2J\\u{202e}\\u{2066}"
-            + "\\u{200f}\\u{61c}\\n\" status=404 duration_ms=1.000\n")
+        #expect(
+            text == "ts=2026-11-28T04:20:07.089Z level=info msg=request request_id=r method=GET "
+                + "path=\"/user/1\\u{85}ts=x level=error\\u{2028}\\u{2029}\\u{9b}2J\\u{1b}[2J\\u{202e}\\u{2066}"
+                + "\\u{200f}\\u{61c}\\n\" status=404 duration_ms=1.000\n")
         #expect(line.filter { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }.count == 1)
         #expect(line.allSatisfy { (0x20..<0x7F).contains($0) || $0 == UInt8(ascii: "\n") })
     }
@@ -84,14 +95,20 @@ import Testing
 
     /// The access line is the line `emit` writes for the same fields.
     @Test func theAccessLineIsTheGeneralLineOfItsFields() {
-        for (status, milliseconds, duration) in [(200, 0.125, "0.125"), (404, 12.3456, "12.346"), (503, 1500.0, "1500.000")] {
+        for (status, milliseconds, duration) in [
+            (200, 0.125, "0.125"), (404, 12.3456, "12.346"), (503, 1500.0, "1500.000"),
+        ] {
             let access = Log.requestLine(
-                .warning, requestID: "req 1", method: "GET", path: "/user/ünï", status: status, milliseconds: milliseconds,
+                .warning, requestID: "req 1", method: "GET", path: "/user/ünï", status: status,
+                milliseconds: milliseconds,
                 at: Self.time
             )
             let general = Log.line(
                 .warning, "request",
-                ["request_id": "req 1", "method": "GET", "path": "/user/ünï", "status": String(status), "duration_ms": duration],
+                [
+                    "request_id": "req 1", "method": "GET", "path": "/user/ünï", "status": String(status),
+                    "duration_ms": duration,
+                ],
                 at: Self.time
             )
             #expect(String(decoding: access, as: UTF8.self) == String(decoding: general, as: UTF8.self))

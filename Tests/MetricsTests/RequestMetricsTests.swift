@@ -38,7 +38,8 @@ import Testing
             for n in 0..<each {
                 metrics.requestStarted()
                 let status = (n + thread) % 3 == 0 ? 404 : 200
-                metrics.requestFinished(route: "/user/{id}", method: n % 2 == 0 ? "GET" : "HEAD", status: status, seconds: 0)
+                metrics.requestFinished(
+                    route: "/user/{id}", method: n % 2 == 0 ? "GET" : "HEAD", status: status, seconds: 0)
             }
         }
         let totals = metrics.snapshot()
@@ -66,10 +67,12 @@ import Testing
         }
         var thread = pthread_t()
         let work = Unmanaged.passRetained(Work(body)).toOpaque()
-        let created = pthread_create(&thread, nil, { pointer in
-            Unmanaged<Work>.fromOpaque(pointer!).takeRetainedValue().body()
-            return nil
-        }, work)
+        let created = pthread_create(
+            &thread, nil,
+            { pointer in
+                Unmanaged<Work>.fromOpaque(pointer!).takeRetainedValue().body()
+                return nil
+            }, work)
         #expect(created == 0)
         pthread_join(thread, nil)
     }
@@ -83,7 +86,8 @@ import Testing
                     metrics.requestFinished(route: "/user/{id}", method: "GET", status: 200, seconds: 0.002)
                 }
                 metrics.requestStarted()
-                metrics.requestFinished(route: "/users", method: "GET", status: round % 2 == 0 ? 200 : 500, seconds: 0.5)
+                metrics.requestFinished(
+                    route: "/users", method: "GET", status: round % 2 == 0 ? 200 : 500, seconds: 0.5)
             }
             #expect(metrics.shardCount == 0)
         }

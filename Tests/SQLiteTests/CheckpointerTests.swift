@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 @testable import SQLite
 
@@ -38,7 +38,8 @@ import TestSupport
         var statistics = database.checkpointStatistics
         // Until a background pass ran, the writer finished it, and the WAL started over.
         while commits < Self.maximumCommits
-            && !(statistics.backgroundPasses >= 1 && statistics.writerPasses >= 1 && statistics.walPages < Checkpointer.wakePages)
+            && !(statistics.backgroundPasses >= 1 && statistics.writerPasses >= 1
+                && statistics.walPages < Checkpointer.wakePages)
         {
             try await database.write { try $0.execute("INSERT INTO blobs (data) VALUES (zeroblob(12000))") }
             commits += 1
@@ -72,7 +73,9 @@ import TestSupport
         try writer.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         var commits = 0
         var statistics = checkpointer.statistics.withLock { $0 }
-        while commits < Self.maximumCommits && !(statistics.writerPasses >= 1 && statistics.walPages < Checkpointer.wakePages) {
+        while commits < Self.maximumCommits
+            && !(statistics.writerPasses >= 1 && statistics.walPages < Checkpointer.wakePages)
+        {
             try writer.execute("INSERT INTO blobs (data) VALUES (zeroblob(12000))")
             commits += 1
             statistics = checkpointer.statistics.withLock { $0 }

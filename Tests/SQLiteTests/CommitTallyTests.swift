@@ -1,8 +1,7 @@
 import Foundation
 import Synchronization
-import Testing
-
 import TestSupport
+import Testing
 
 @testable import SQLite
 
@@ -31,7 +30,7 @@ import TestSupport
         connection = try Connection(path: temporary.directory.appendingPathComponent("tally.sqlite3").path)
         try connection.execute(
             "CREATE TABLE sums (slot INTEGER PRIMARY KEY, total INTEGER NOT NULL); INSERT INTO sums VALUES (0, 0), (1, 0);"
-            + "CREATE TABLE rows (id INTEGER PRIMARY KEY)"
+                + "CREATE TABLE rows (id INTEGER PRIMARY KEY)"
         )
         let writes = self.writes
         tally = CommitTally(name: "sums", slots: 2) { connection, sums in

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import SQLite
 
@@ -12,7 +12,9 @@ import TestSupport
         let padding = String(repeating: " ", count: 40)
         let first = "SELECT\(padding)1\(padding)AS value"
         let second = "SELECT\(padding)3\(padding)AS value"
-        #expect(first.utf8.count == second.utf8.count && first.prefix(46) == second.prefix(46) && first.suffix(48) == second.suffix(48))
+        #expect(
+            first.utf8.count == second.utf8.count && first.prefix(46) == second.prefix(46)
+                && first.suffix(48) == second.suffix(48))
         #expect(StatementKey(sql: first).hashValue == StatementKey(sql: second).hashValue)
         #expect(StatementKey(sql: first) != StatementKey(sql: second))
         #expect(try connection.cached(first).firstInteger() == 1)

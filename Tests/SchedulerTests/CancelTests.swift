@@ -1,10 +1,11 @@
 import Foundation
 import JSON
 import SQLite
-@testable import Scheduler
 import Store
 import Synchronization
 import Testing
+
+@testable import Scheduler
 
 /// Cancelling queued and running tasks.
 @Suite struct CancelTests {
@@ -71,10 +72,12 @@ import Testing
     /// again): the cancel then cancels the queued task.
     @Test(.timeLimit(.minutes(1))) func cancelThatMeetsARetryCancelsTheRequeuedTask() async throws {
         let failing = Gate()
-        let failsOnce = TaskKind(name: "failsOnce", validate: { _ in "{}" }) { _ in
-            await failing.wait()
-            throw PlannedFailure()
-        }
+        let failsOnce = TaskKind(
+            name: "failsOnce", validate: { _ in "{}" },
+            run: { _ in
+                await failing.wait()
+                throw PlannedFailure()
+            })
         let fixture = try await SchedulerFixture(maxAttempts: 3, extraKinds: [failsOnce], throughHoldingStore: true)
         var events = fixture.events.makeAsyncIterator()
         try await fixture.scheduler.start()

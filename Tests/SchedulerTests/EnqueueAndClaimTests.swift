@@ -18,7 +18,9 @@ import Testing
         var ids: [Int64] = []
         for _ in 0..<5 { ids.append(try await fixture.enqueue("gated")) }
         var started: [Int64] = []
-        while started.count < 2, let event = await next(&events, where: { if case .started = $0 { true } else { false } }) {
+        while started.count < 2,
+            let event = await next(&events, where: { if case .started = $0 { true } else { false } })
+        {
             if case .started(let id) = event { started.append(id) }
         }
         #expect(started == [ids[0], ids[1]])
@@ -76,9 +78,12 @@ import Testing
         #expect(registry.kinds["welcome"]?.isInternal == true)
         #expect(registry.kinds["sleep"]?.isInternal == false)
         let payload: [String: JSONValue] = ["user_id": .number(1, integer: 1)]
-        #expect(throws: TaskPayloadError(
-            field: "kind", message: "task kind 'welcome' is internal: usersd creates these tasks itself, clients cannot"
-        )) { try registry.validate(kind: "welcome", payload: payload) }
+        #expect(
+            throws: TaskPayloadError(
+                field: "kind",
+                message: "task kind 'welcome' is internal: usersd creates these tasks itself, clients cannot"
+            )
+        ) { try registry.validate(kind: "welcome", payload: payload) }
         #expect(throws: TaskPayloadError(field: "kind", message: "unknown task kind 'nope' (known: gated, sleep)")) {
             try registry.validate(kind: "nope", payload: [:])
         }
@@ -98,7 +103,10 @@ import Testing
         let fixture = try await SchedulerFixture()
         var ids: [Int64] = []
         for runAt: Int64 in [30, 10, 20, 40] {
-            ids.append(try await fixture.store.enqueue(NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: runAt), queueLimit: 10).task.id)
+            ids.append(
+                try await fixture.store.enqueue(
+                    NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: runAt), queueLimit: 10
+                ).task.id)
         }
         let skipped = ids[1]
         #expect(try await fixture.store.nextRunAt(skipping: [skipped]) == 20)
@@ -128,7 +136,10 @@ import Testing
         #expect(try await store.markSucceeded(id: claimed[0].id, result: "{}"))
         #expect(try await store.markFailed(id: claimed[1].id, error: "x"))
         #expect(try await store.requeue(id: claimed[2].id, now: now))
-        guard case .cancelled = try await store.cancel(id: claimed[2].id) else { Issue.record("not cancelled"); return }
+        guard case .cancelled = try await store.cancel(id: claimed[2].id) else {
+            Issue.record("not cancelled")
+            return
+        }
         #expect(try await store.markRetry(id: claimed[3].id, runAt: now, error: "again"))
         #expect(try await store.markCancelled(id: claimed[4].id))
         // A task that is not running any more is not moved, nor counted.
@@ -152,7 +163,8 @@ import Testing
         struct JobFailed: Error {}
         await #expect(throws: JobFailed.self) {
             try await fixture.database.write { connection in
-                _ = try SQLiteStore.insertTask(NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: 0), on: connection)
+                _ = try SQLiteStore.insertTask(
+                    NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: 0), on: connection)
                 throw JobFailed()
             }
         }

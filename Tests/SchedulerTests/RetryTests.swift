@@ -11,10 +11,12 @@ import Testing
 /// Failed attempts: back-off, then success or the last error.
 @Suite struct RetryTests {
     @Test func retriesWithBackoffThenSucceeds() async throws {
-        let flaky = TaskKind(name: "flaky", validate: { _ in "{}" }) { context in
-            if context.task.attempts < 3 { throw PlannedFailure() }
-            return "{\"ok\":true}"
-        }
+        let flaky = TaskKind(
+            name: "flaky", validate: { _ in "{}" },
+            run: { context in
+                if context.task.attempts < 3 { throw PlannedFailure() }
+                return "{\"ok\":true}"
+            })
         let fixture = try await SchedulerFixture(maxAttempts: 5, extraKinds: [flaky])
         var events = fixture.events.makeAsyncIterator()
         try await fixture.scheduler.start()
@@ -36,7 +38,7 @@ import Testing
     }
 
     @Test func exhaustedRetriesEndFailedWithTheLastError() async throws {
-        let broken = TaskKind(name: "broken", validate: { _ in "{}" }) { _ in throw PlannedFailure() }
+        let broken = TaskKind(name: "broken", validate: { _ in "{}" }, run: { _ in throw PlannedFailure() })
         let fixture = try await SchedulerFixture(maxAttempts: 2, extraKinds: [broken])
         var events = fixture.events.makeAsyncIterator()
         try await fixture.scheduler.start()

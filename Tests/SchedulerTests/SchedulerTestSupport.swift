@@ -2,12 +2,13 @@ import Basics
 import Foundation
 import JSON
 import SQLite
-@testable import Scheduler
 import Store
-@testable import StoreSQLite
 import Synchronization
-import Testing
 import TestSupport
+import Testing
+
+@testable import Scheduler
+@testable import StoreSQLite
 
 /// Failure a test kind throws on purpose.
 struct PlannedFailure: Error, CustomStringConvertible {
@@ -40,10 +41,12 @@ final class Gate: Sendable {
 
     /// A task kind whose attempts wait for this gate.
     var kind: TaskKind {
-        TaskKind(name: "gated", validate: { _ in "{}" }) { _ in
-            await self.wait()
-            return "{}"
-        }
+        TaskKind(
+            name: "gated", validate: { _ in "{}" },
+            run: { _ in
+                await self.wait()
+                return "{}"
+            })
     }
 }
 

@@ -1,11 +1,11 @@
 import Foundation
 import JSON
 import SQLite
-@testable import Scheduler
 import Store
 import Synchronization
 import Testing
 
+@testable import Scheduler
 @testable import StoreSQLite
 
 /// Graceful shutdown and the start-up recovery of tasks a crash left running.

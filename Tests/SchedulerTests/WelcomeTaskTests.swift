@@ -33,7 +33,8 @@ import Testing
         let user = try await store.createUser(name: "Ann", email: "ann@x.io").user
         let payload = WelcomeTask.payload(userID: user.id)
         for userID in [user.id, 999] {
-            _ = try await store.enqueue(NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10)
+            _ = try await store.enqueue(
+                NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10)
             let claimed = try #require(try await store.claimDue(now: 1, limit: 1).first)
             let stored = try await store.completeWelcome(taskID: claimed.id, userID: userID)
             #expect(stored == WelcomeTask.result(written: userID == user.id))
@@ -45,13 +46,17 @@ import Testing
             }
         }
         // A welcome for a user who already has the row: counted as written, no second row.
-        _ = try await store.enqueue(NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10)
+        _ = try await store.enqueue(
+            NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10)
         let again = try #require(try await store.claimDue(now: 1, limit: 1).first)
         #expect(try await store.completeWelcome(taskID: again.id, userID: user.id) == WelcomeTask.result(written: true))
         let rows = try await fixture.database.read { try $0.prepare("SELECT user_id FROM outbox").firstInteger() }
         let count = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(rows == user.id && count == 1)
-        #expect(try await fixture.outboxMessage(userID: user.id) == ["ann@x.io", "Welcome to usersd", "Hello Ann, your account is ready."])
+        #expect(
+            try await fixture.outboxMessage(userID: user.id) == [
+                "ann@x.io", "Welcome to usersd", "Hello Ann, your account is ready.",
+            ])
     }
 
     /// A completion for a task that is not running (here: still queued) writes no outbox row.
@@ -59,7 +64,8 @@ import Testing
         let fixture = try await SchedulerFixture()
         let user = try await fixture.store.createUser(name: "Bo", email: "bo@x.io").user
         let queued = try await fixture.store.enqueue(
-            NewTask(kind: "welcome", payload: WelcomeTask.payload(userID: user.id), maxAttempts: 3, runAt: 0), queueLimit: 10
+            NewTask(kind: "welcome", payload: WelcomeTask.payload(userID: user.id), maxAttempts: 3, runAt: 0),
+            queueLimit: 10
         ).task
         await #expect(throws: TaskStoreError.notRunning) {
             try await fixture.store.completeWelcome(taskID: queued.id, userID: user.id)
@@ -78,7 +84,8 @@ import Testing
         try await fixture.scheduler.start()
         let payload = WelcomeTask.payload(userID: user.id)
         let id = try await fixture.store.enqueue(
-            NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10).task.id
+            NewTask(kind: "welcome", payload: payload, maxAttempts: 3, runAt: 0), queueLimit: 10
+        ).task.id
         fixture.scheduler.wakeUp()
         #expect(await next(&events) { if case .started = $0 { true } else { false } } == .started(id))
         let finished = await next(&events) { $0 == .finished(id, .succeeded) }
@@ -97,7 +104,9 @@ import Testing
         let store = fixture.store
         let ann = try await store.createUser(name: "Ann", email: "ann@x.io").user
         func enqueue(_ kind: String, _ payload: String, runAt: Int64 = 0) async throws -> Int64 {
-            try await store.enqueue(NewTask(kind: kind, payload: payload, maxAttempts: 3, runAt: runAt), queueLimit: 100).task.id
+            try await store.enqueue(
+                NewTask(kind: kind, payload: payload, maxAttempts: 3, runAt: runAt), queueLimit: 100
+            ).task.id
         }
         let running = try await enqueue("welcome", WelcomeTask.payload(userID: ann.id))
         #expect(try await store.claimDue(now: 1, limit: 1).map(\.id) == [running])
@@ -111,13 +120,15 @@ import Testing
         for payload in [#"{"user_id":"ann"}"#, #"{"user_id":1.5}"#, #"{"user_id":99999999999999999999}"#, "{}", "[]"] {
             malformed.append(try await enqueue("welcome", payload))
         }
-        let ids = [running, forGone, forAnn, later, sleep, cancelled] + malformed + [12_345, forAnn]  // forAnn twice: runs once
+        // forAnn twice: it runs once.
+        let ids = [running, forGone, forAnn, later, sleep, cancelled] + malformed + [12_345, forAnn]
 
         let ran = try await store.runQueuedWelcomes(ids: ids, now: 1000)
 
         #expect(ran == [forGone, forAnn])
         let annTask = try #require(try await store.task(id: forAnn))
-        #expect(annTask.state == .succeeded && annTask.result == WelcomeTask.result(written: true) && annTask.attempts == 1)
+        #expect(
+            annTask.state == .succeeded && annTask.result == WelcomeTask.result(written: true) && annTask.attempts == 1)
         #expect(annTask.startedAt != nil && annTask.finishedAt != nil)
         let goneTask = try #require(try await store.task(id: forGone))
         #expect(goneTask.state == .succeeded && goneTask.result == WelcomeTask.result(written: false))
@@ -130,7 +141,10 @@ import Testing
         }
         let outbox = try await fixture.database.read { try $0.prepare("SELECT count(*) FROM outbox").firstInteger() }
         #expect(outbox == 1)
-        #expect(try await fixture.outboxMessage(userID: ann.id) == ["ann@x.io", "Welcome to usersd", "Hello Ann, your account is ready."])
+        #expect(
+            try await fixture.outboxMessage(userID: ann.id) == [
+                "ann@x.io", "Welcome to usersd", "Hello Ann, your account is ready.",
+            ])
         let counts = try await store.taskCounts()
         // Queued: Ann's own welcome (inserted with her, never run here) and the six skipped.
         #expect(counts[.succeeded] == 2 && counts[.queued] == 8 && counts[.running] == 1 && counts[.cancelled] == 1)

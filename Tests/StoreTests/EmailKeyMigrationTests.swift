@@ -1,10 +1,10 @@
 import Foundation
 import SQLite
+import TestSupport
 import Testing
 
 @testable import Store
 @testable import StoreSQLite
-import TestSupport
 
 /// Migration 7 rebuilds every `email_key` with `EmailKey`, on a database that has lived
 /// at version 6 with `lowercased()` keys; when two users' emails become one it refuses,
@@ -74,10 +74,12 @@ import TestSupport
 
         #expect(try await Migrations.migrate(temporary.database) == [7])
 
-        #expect(try await keys() == [
-            Array("strasse@x.io".utf8), Array("sam@x.io".utf8), Array("caf\u{E9}@x.io".utf8), Array("bob@x.io".utf8),
-            Array("zo\u{EB}@x.io".utf8), Array("\u{13A0}@x.io".utf8),  // Cherokee folds to its capitals
-        ])
+        #expect(
+            try await keys() == [
+                Array("strasse@x.io".utf8), Array("sam@x.io".utf8), Array("caf\u{E9}@x.io".utf8),
+                Array("bob@x.io".utf8),
+                Array("zo\u{EB}@x.io".utf8), Array("\u{13A0}@x.io".utf8),  // Cherokee folds to its capitals
+            ])
         // Only the keys changed: ids, names, emails (byte for byte) and timestamps are kept.
         let after = try await snapshot()
         func withoutKeys(_ rows: [String]) -> [String] {
@@ -130,10 +132,12 @@ import TestSupport
             try connection.execute("DELETE FROM users WHERE id = 5")
         }
         #expect(try await Migrations.migrate(temporary.database) == [7])
-        #expect(try await keys() == [
-            Array("other@x.io".utf8), Array("bob@x.io".utf8), Array("strasse@x.io".utf8), Array("caf\u{E9}@x.io".utf8),
-            Array("sam@x.io".utf8),
-        ])
+        #expect(
+            try await keys() == [
+                Array("other@x.io".utf8), Array("bob@x.io".utf8), Array("strasse@x.io".utf8),
+                Array("caf\u{E9}@x.io".utf8),
+                Array("sam@x.io".utf8),
+            ])
     }
 
     /// A user whose new key is an unchanged user's key collides with it.

@@ -33,7 +33,10 @@ func runPython(_ script: String) throws -> String {
         ("\u{FB01}x@x.io", "FIX@x.io"),  // the ﬁ ligature folds to fi
         ("CAF\u{C9}@X.IO", "cafe\u{301}@x.io"),
         // Capital sigma and final sigma both fold to σ.
-        ("\u{3A3}\u{399}\u{3A3}\u{3A5}\u{3A6}\u{39F}\u{3A3}@x.gr", "\u{3C3}\u{3B9}\u{3C3}\u{3C5}\u{3C6}\u{3BF}\u{3C2}@x.gr"),
+        (
+            "\u{3A3}\u{399}\u{3A3}\u{3A5}\u{3A6}\u{39F}\u{3A3}@x.gr",
+            "\u{3C3}\u{3B9}\u{3C3}\u{3C5}\u{3C6}\u{3BF}\u{3C2}@x.gr"
+        ),
         ("J\u{30C}@x.io", "\u{1F0}@x.io"),  // folding uncovers a composition
     ])
     func caselessEqualEmailsShareAKey(_ pair: (String, String)) {

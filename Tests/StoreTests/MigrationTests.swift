@@ -1,10 +1,10 @@
 import Foundation
 import SQLite
+import TestSupport
 import Testing
 
 @testable import Store
 @testable import StoreSQLite
-import TestSupport
 
 /// Migrations 5 and 6 rebuild `tasks`: 5 with a CHECK SQLite evaluates without a
 /// temporary b-tree; 6 without the counting triggers, with the idempotency key indexed
@@ -27,7 +27,9 @@ import TestSupport
                     "INSERT INTO schema_migrations VALUES (\(migration.version), '\(migration.name)', 'then')"
                 )
             }
-            for (index, state) in ["queued", "running", "succeeded", "failed", "cancelled", "queued", "succeeded"].enumerated() {
+            for (index, state) in ["queued", "running", "succeeded", "failed", "cancelled", "queued", "succeeded"]
+                .enumerated()
+            {
                 let key = index == 2 ? "'key-2'" : "NULL"
                 try connection.execute(
                     """
@@ -49,17 +51,25 @@ import TestSupport
     }
 
     @Test func keepsEveryRowCountAndIdAndDropsTheINListAndTriggers() async throws {
-        let tasksBefore = try await rows("SELECT id || '|' || state || '|' || run_at || '|' || coalesce(idempotency_key, '') FROM tasks ORDER BY id")
+        let tasksBefore = try await rows(
+            "SELECT id || '|' || state || '|' || run_at || '|' || coalesce(idempotency_key, '') FROM tasks ORDER BY id")
         let countsBefore = try await rows("SELECT state || '=' || count FROM task_counts ORDER BY state")
-        #expect(try await rows("SELECT sql FROM sqlite_master WHERE name = 'tasks'").first?.contains("state IN (") == true)
+        #expect(
+            try await rows("SELECT sql FROM sqlite_master WHERE name = 'tasks'").first?.contains("state IN (") == true)
 
         #expect(try await Migrations.migrate(temporary.database) == [5, 6, 7])
 
-        #expect(try await rows("SELECT id || '|' || state || '|' || run_at || '|' || coalesce(idempotency_key, '') FROM tasks ORDER BY id") == tasksBefore)
+        #expect(
+            try await rows(
+                "SELECT id || '|' || state || '|' || run_at || '|' || coalesce(idempotency_key, '') FROM tasks ORDER BY id"
+            ) == tasksBefore)
         #expect(try await rows("SELECT state || '=' || count FROM task_counts ORDER BY state") == countsBefore)
         #expect(try await rows("SELECT sql FROM sqlite_master WHERE name = 'tasks'").first?.contains(" IN (") == false)
-        #expect(try await rows("SELECT name FROM sqlite_master WHERE tbl_name = 'tasks' AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY name")
-            == ["tasks_due", "tasks_idempotency_key", "tasks_state_id"])
+        #expect(
+            try await rows(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'tasks' AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY name"
+            )
+                == ["tasks_due", "tasks_idempotency_key", "tasks_state_id"])
         #expect(try await rows("SELECT name FROM sqlite_master WHERE name = 'tasks_rebuilt'").isEmpty)
         #expect(try await rows("PRAGMA integrity_check") == ["ok"])
 
@@ -74,7 +84,9 @@ import TestSupport
                 try connection.execute("UPDATE tasks SET state = 'done' WHERE id = 1")
             }
             #expect(throws: SQLiteError.self) {
-                try connection.execute("INSERT INTO tasks (kind, payload, state, max_attempts, run_at, created_at, updated_at, idempotency_key) VALUES ('s', '{}', 'queued', 3, 0, 'c', 'u', 'key-2')")
+                try connection.execute(
+                    "INSERT INTO tasks (kind, payload, state, max_attempts, run_at, created_at, updated_at, idempotency_key) VALUES ('s', '{}', 'queued', 3, 0, 'c', 'u', 'key-2')"
+                )
             }
         }
     }
@@ -82,7 +94,8 @@ import TestSupport
     /// The point of the migrations: writing a task row opens no temporary b-tree (5)
     /// and runs no trigger program (6).
     @Test func writingATaskNeedsNoTemporaryTableNorTrigger() async throws {
-        let insert = "EXPLAIN INSERT INTO tasks (kind, payload, state, max_attempts, run_at, created_at, updated_at) VALUES ('s', '{}', 'queued', 3, 0, 'c', 'u')"
+        let insert =
+            "EXPLAIN INSERT INTO tasks (kind, payload, state, max_attempts, run_at, created_at, updated_at) VALUES ('s', '{}', 'queued', 3, 0, 'c', 'u')"
         let update = "EXPLAIN UPDATE tasks SET state = 'running' WHERE id = 1"
         // On the writer: a read-only connection compiles no constraint checks at all.
         func opcodes(_ sql: String) async throws -> [String] {
@@ -113,11 +126,15 @@ import TestSupport
                 return details.joined(separator: "; ")
             }
         }
-        #expect(try await detail("SELECT id FROM tasks WHERE state = 'queued' AND run_at <= 5 ORDER BY run_at, id LIMIT 4")
-            .contains("USING COVERING INDEX tasks_due (state=? AND run_at<?)"))
+        #expect(
+            try await detail("SELECT id FROM tasks WHERE state = 'queued' AND run_at <= 5 ORDER BY run_at, id LIMIT 4")
+                .contains("USING COVERING INDEX tasks_due (state=? AND run_at<?)"))
         #expect(try await detail("SELECT min(run_at) FROM tasks WHERE state = 'queued'").contains("tasks_due"))
-        #expect(try await detail("SELECT id FROM tasks WHERE idempotency_key = 'key-2'").contains("tasks_idempotency_key"))
-        #expect(try await detail("SELECT id FROM tasks WHERE state = 'failed' AND id > 0 ORDER BY id LIMIT 3").contains("tasks_state_id"))
+        #expect(
+            try await detail("SELECT id FROM tasks WHERE idempotency_key = 'key-2'").contains("tasks_idempotency_key"))
+        #expect(
+            try await detail("SELECT id FROM tasks WHERE state = 'failed' AND id > 0 ORDER BY id LIMIT 3").contains(
+                "tasks_state_id"))
         #expect(try await rows("SELECT id FROM tasks WHERE idempotency_key = 'key-2'") == ["3"])
     }
 }
@@ -138,7 +155,10 @@ import TestSupport
                 return (details, names)
             }
             #expect(plan.first?.hasPrefix("SCAN j VIRTUAL TABLE") == true, "\(plan)")
-            #expect(plan.dropFirst().allSatisfy { $0.hasPrefix("SEARCH") && $0.contains("USING INTEGER PRIMARY KEY (rowid=?)") }, "\(plan)")
+            #expect(
+                plan.dropFirst().allSatisfy {
+                    $0.hasPrefix("SEARCH") && $0.contains("USING INTEGER PRIMARY KEY (rowid=?)")
+                }, "\(plan)")
             // An UPDATE ... FROM first collects the rows it changes (at most one batch of
             // ids, in memory); the SELECT and the INSERT build no temporary b-tree.
             if sql != SQLiteStore.succeedWelcomesSQL {
@@ -160,7 +180,8 @@ import TestSupport
             )
             for migration in Migrations.all where migration.version <= 5 {
                 try connection.execute(migration.sql)
-                try connection.execute("INSERT INTO schema_migrations VALUES (\(migration.version), '\(migration.name)', 'then')")
+                try connection.execute(
+                    "INSERT INTO schema_migrations VALUES (\(migration.version), '\(migration.name)', 'then')")
             }
         }
         try await temporary.database.write { connection in
@@ -176,9 +197,13 @@ import TestSupport
         }
         #expect(try await Migrations.migrate(temporary.database) == [6, 7])
         let (count, counts, check) = try await temporary.database.read { connection in
-            (try connection.prepare("SELECT count(*) FROM tasks").firstInteger(),
-             try connection.prepare("SELECT group_concat(state || '=' || count, ',') FROM (SELECT * FROM task_counts WHERE count > 0 ORDER BY state)").firstText(),
-             try connection.prepare("PRAGMA integrity_check").firstText())
+            (
+                try connection.prepare("SELECT count(*) FROM tasks").firstInteger(),
+                try connection.prepare(
+                    "SELECT group_concat(state || '=' || count, ',') FROM (SELECT * FROM task_counts WHERE count > 0 ORDER BY state)"
+                ).firstText(),
+                try connection.prepare("PRAGMA integrity_check").firstText()
+            )
         }
         #expect(count == 200_000)
         #expect(counts == "queued=100000,succeeded=100000")

@@ -1,8 +1,8 @@
 import Foundation
 import Store
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 @testable import SQLite
 @testable import StoreSQLite

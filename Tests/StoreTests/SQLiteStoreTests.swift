@@ -1,11 +1,11 @@
 import Foundation
 import JSON
+import TestSupport
 import Testing
 
 @testable import SQLite
 @testable import Store
 @testable import StoreSQLite
-import TestSupport
 
 @Suite struct SQLiteStoreTests {
     let temporary: TemporaryDatabase
@@ -49,14 +49,17 @@ import TestSupport
         try connection.execute("COMMIT")
         #expect(Connection.processSettingsApplied)
         #expect(spilled.isEmpty, "sub-journal spilled to \(spilled)")
-        #expect(try connection.prepare("SELECT count(*) FROM ballast WHERE data <> zeroblob(1000)").firstInteger() == 80)
+        #expect(
+            try connection.prepare("SELECT count(*) FROM ballast WHERE data <> zeroblob(1000)").firstInteger() == 80)
     }
 
     /// The files this process holds open that SQLite made for temporary data.
     static func openTemporaryFiles() -> [String] {
         let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        return descriptors.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }
-            .filter { $0.contains("etilqs") }
+        return descriptors.compactMap {
+            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")
+        }
+        .filter { $0.contains("etilqs") }
     }
 
     @Test func createsAndReadsUsersByteForByte() async throws {
@@ -79,7 +82,9 @@ import TestSupport
     /// A page of users as (id, name, email), read through `userSummaryPage`.
     func users(afterID: Int64, limit: Int) async throws -> [(id: Int64, name: String, email: String)] {
         let page = try await store.userSummaryPage(afterID: afterID, limit: limit)
-        guard case .array(let rows) = try JSONParser.parse(Array("[".utf8) + page.json + Array("]".utf8)) else { return [] }
+        guard case .array(let rows) = try JSONParser.parse(Array("[".utf8) + page.json + Array("]".utf8)) else {
+            return []
+        }
         return rows.compactMap { row in
             guard case .number(_, let id?)? = row["id"], case .string(let name)? = row["name"],
                 case .string(let email)? = row["email"]
@@ -105,7 +110,10 @@ import TestSupport
         let parsed = try JSONParser.parse(Array("[".utf8) + page.json + Array("]".utf8))
         let expected = try await ([2, 3, 4] as [Int64]).asyncMap { id -> JSONValue in
             let user = try #require(try await store.user(id: id))
-            return .object(["id": .number(Double(user.id), integer: user.id), "name": .string(user.name), "email": .string(user.email)])
+            return .object([
+                "id": .number(Double(user.id), integer: user.id), "name": .string(user.name),
+                "email": .string(user.email),
+            ])
         }
         #expect(parsed == .array(expected))
         let empty = try await store.userSummaryPage(afterID: 99, limit: 3)
@@ -170,7 +178,9 @@ import TestSupport
         struct Refused: Error {}
         await #expect(throws: Refused.self) {
             try await temporary.database.write { connection in
-                try connection.prepare("INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (1, 'r', 's', 'b', 't')").run()
+                try connection.prepare(
+                    "INSERT INTO outbox (user_id, recipient, subject, body, created_at) VALUES (1, 'r', 's', 'b', 't')"
+                ).run()
                 throw Refused()
             }
         }

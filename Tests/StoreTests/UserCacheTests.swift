@@ -1,11 +1,11 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import SQLite
 @testable import Store
 @testable import StoreSQLite
-import TestSupport
 
 /// The cache's protocol, step by step, without a database.
 @Suite struct UserCacheTests {

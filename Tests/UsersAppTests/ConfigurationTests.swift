@@ -1,18 +1,23 @@
 import Basics
 import Lifecycle
 import Logging
+import Testing
 
 @testable import UsersApp
-import Testing
 
 @Suite struct ConfigurationTests {
     @Test func workerSchedulingIsBatchUnlessSetOtherwise() throws {
         #expect(try Configuration.parse(["serve"], environment: [:]).workerScheduling == .batch)
-        #expect(try Configuration.parse(["serve", "--worker-scheduling", "normal"], environment: [:]).workerScheduling == .normal)
-        #expect(try Configuration.parse(["serve"], environment: ["USERSD_WORKER_SCHEDULING": "Normal"]).workerScheduling == .normal)
+        #expect(
+            try Configuration.parse(["serve", "--worker-scheduling", "normal"], environment: [:]).workerScheduling
+                == .normal)
+        #expect(
+            try Configuration.parse(["serve"], environment: ["USERSD_WORKER_SCHEDULING": "Normal"]).workerScheduling
+                == .normal)
         // The flag wins over its environment twin.
-        let both = try Configuration.parse(["serve", "--worker-scheduling", "batch"],
-                                           environment: ["USERSD_WORKER_SCHEDULING": "normal"])
+        let both = try Configuration.parse(
+            ["serve", "--worker-scheduling", "batch"],
+            environment: ["USERSD_WORKER_SCHEDULING": "normal"])
         #expect(both.workerScheduling == .batch)
     }
 
@@ -32,7 +37,9 @@ import Testing
         #expect(set.metricsAllow == [AddressRange("10.0.0.0/8")!, AddressRange("::1")!])
         let fromEnvironment = try Configuration.parse([], environment: ["USERSD_METRICS_ALLOW": "192.0.2.1"])
         #expect(fromEnvironment.metricsAllow == [AddressRange("192.0.2.1")!])
-        #expect(throws: ConfigurationError.self) { try Configuration.parse(["--metrics-allow", "everyone"], environment: [:]) }
+        #expect(throws: ConfigurationError.self) {
+            try Configuration.parse(["--metrics-allow", "everyone"], environment: [:])
+        }
         #expect(throws: ConfigurationError.self) { try Configuration.parse(["--metrics-allow", ""], environment: [:]) }
     }
 
@@ -41,8 +48,11 @@ import Testing
         #expect(defaults.idleThreads == 64 && defaults.writeTimeoutSeconds == 30)
         let set = try Configuration.parse(["--idle-threads", "0", "--write-timeout", "1.5"], environment: [:])
         #expect(set.idleThreads == 0 && set.writeTimeoutSeconds == 1.5)
-        #expect(throws: ConfigurationError.self) { try Configuration.parse(["--idle-threads", "-1"], environment: [:]) }
-        #expect(throws: ConfigurationError("--write-timeout: '0' is not a number of seconds above 0 and at most 86400")) {
+        #expect(throws: ConfigurationError.self) {
+            try Configuration.parse(["--idle-threads", "-1"], environment: [:])
+        }
+        #expect(throws: ConfigurationError("--write-timeout: '0' is not a number of seconds above 0 and at most 86400"))
+        {
             try Configuration.parse(["--write-timeout", "0"], environment: [:])
         }
     }

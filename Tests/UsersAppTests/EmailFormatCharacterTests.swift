@@ -29,7 +29,9 @@ import Testing
     }
 
     @Test func otherUnicodeEmailsStillPass() {
-        let emails = ["zo\u{EB}@ex\u{E4}mple.com", "stra\u{DF}e@x.io", "cafe\u{301}@x.io", "\u{5E9}\u{5DC}\u{5D5}\u{5DD}@x.io"]
+        let emails = [
+            "zo\u{EB}@ex\u{E4}mple.com", "stra\u{DF}e@x.io", "cafe\u{301}@x.io", "\u{5E9}\u{5DC}\u{5D5}\u{5DD}@x.io",
+        ]
         for email in emails {
             #expect(refusal(email) == nil, "\(email)")
         }

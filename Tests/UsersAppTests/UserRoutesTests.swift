@@ -3,8 +3,8 @@ import HTTP
 import JSON
 import Store
 import StoreSQLite
-import TestSupport
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UsersApp
@@ -20,7 +20,10 @@ import Testing
         responder = application.makeRouter().buildResponder(onError: Application.errorResponse)
     }
 
-    func send(_ method: String, _ path: String, json: String? = nil, contentType: String? = "application/json", query: String = "") async -> (Int, JSONValue?, Response) {
+    func send(
+        _ method: String, _ path: String, json: String? = nil, contentType: String? = "application/json",
+        query: String = ""
+    ) async -> (Int, JSONValue?, Response) {
         let request = Request(
             method: method, path: path, query: query,
             contentType: json == nil ? nil : contentType,
@@ -39,14 +42,19 @@ import Testing
     }
 
     @Test func tutorialWalkthrough() async {
-        let (status, body, response) = await send("POST", "/add-user", json: #"{"username": "alice", "email": "alice@example.com"}"#)
+        let (status, body, response) = await send(
+            "POST", "/add-user", json: #"{"username": "alice", "email": "alice@example.com"}"#)
         #expect(status == 201)
         #expect(body?["message"] == .string("User created"))
         #expect(body?["user"]?["name"] == .string("alice"))
         #expect(response.header("Location") == "/users/1")
         let (getStatus, user, _) = await send("GET", "/user/1")
         #expect(getStatus == 200)
-        #expect(user == .object(["id": .number(1, integer: 1), "name": .string("alice"), "email": .string("alice@example.com")]))
+        #expect(
+            user
+                == .object([
+                    "id": .number(1, integer: 1), "name": .string("alice"), "email": .string("alice@example.com"),
+                ]))
         let (listStatus, list, _) = await send("GET", "/users")
         #expect(listStatus == 200)
         #expect(list == .array([user!]))
@@ -71,7 +79,11 @@ import Testing
     func badInputGetsTheRightStatus(_ body: String, _ expected: Int) async {
         let (status, json, _) = await send("POST", "/users", json: body)
         #expect(status == expected)
-        if case .string(let message)? = json?["error"] { #expect(!message.isEmpty) } else { Issue.record("no error message") }
+        if case .string(let message)? = json?["error"] {
+            #expect(!message.isEmpty)
+        } else {
+            Issue.record("no error message")
+        }
     }
 
     @Test func fieldIsNamedInValidationErrors() async {
@@ -86,9 +98,14 @@ import Testing
     }
 
     @Test func contentTypeMustBeJSON() async {
-        #expect(await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#, contentType: "text/plain").0 == 415)
+        #expect(
+            await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#, contentType: "text/plain").0 == 415)
         #expect(await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#, contentType: nil).0 == 415)
-        #expect(await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#, contentType: "application/json; charset=utf-8").0 == 201)
+        #expect(
+            await send(
+                "POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#,
+                contentType: "application/json; charset=utf-8"
+            ).0 == 201)
         #expect(await send("POST", "/users", json: "", contentType: "application/json").0 == 400)
     }
 
@@ -123,14 +140,19 @@ import Testing
         _ = await send("POST", "/users", json: #"{"name":"a","email":"a@x.io"}"#)
         #expect(await send("GET", "/users").1?.arrayCount == 1)
         _ = await send("PATCH", "/users/1", json: #"{"name":"renamed"}"#)
-        #expect(await send("GET", "/users").1 == .array([.object(["id": .number(1, integer: 1), "name": .string("renamed"), "email": .string("a@x.io")])]))
+        #expect(
+            await send("GET", "/users").1
+                == .array([
+                    .object(["id": .number(1, integer: 1), "name": .string("renamed"), "email": .string("a@x.io")])
+                ]))
         _ = await send("DELETE", "/users/1")
         #expect(await send("GET", "/users").1 == .array([]))
         // Concurrent writers: each one, once acknowledged, is in every later list.
         let stale = await withTaskGroup(of: Bool.self) { group in
             for index in 0..<40 {
                 group.addTask {
-                    let (status, json, _) = await send("POST", "/users", json: #"{"name":"n","email":"c\#(index)@x.io"}"#)
+                    let (status, json, _) = await send(
+                        "POST", "/users", json: #"{"name":"n","email":"c\#(index)@x.io"}"#)
                     guard status == 201, case .number(_, let id?)? = json?["user"]?["id"] else { return true }
                     guard case .array(let users)? = await send("GET", "/users").1 else { return true }
                     return !users.contains { $0["id"] == .number(Double(id), integer: id) }
@@ -194,7 +216,9 @@ final class Collector: BodyWriter {
     @Test func summaryIsTheTutorialShape() throws {
         var writer = JSONWriter()
         writer.summary(user)
-        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"id":42,"name":"Zoë \"Z\" \\ O'Neil\n","email":"z@example.com"}"#)
+        #expect(
+            String(decoding: writer.bytes, as: UTF8.self)
+                == #"{"id":42,"name":"Zoë \"Z\" \\ O'Neil\n","email":"z@example.com"}"#)
         let parsed = try JSONParser.parse(writer.bytes)
         #expect(parsed["name"] == .string(user.name))
     }

@@ -5,11 +5,15 @@ import Testing
 /// The ASCII fast paths of validation give exactly the answers of the general,
 /// Unicode-property paths they stand in for.
 @Suite struct ValidationFastPathTests {
-    static let pieces = ["a", "b", "@", ".", " ", "\t", "\r\n", "\n", "\u{0B}", "\u{0C}", "\u{01}", "\u{7F}", "x.y", "-", "+"]
+    static let pieces = [
+        "a", "b", "@", ".", " ", "\t", "\r\n", "\n", "\u{0B}", "\u{0C}", "\u{01}", "\u{7F}", "x.y", "-", "+",
+    ]
 
     static func samples(count: Int) -> [String] {
         var generator = SystemRandomNumberGenerator()
-        var texts = ["", "a@b.c", "a@b", "@b.c", "a@@b.c", "a@b..c", "a@.b", "a@b.", " a@b.c", "a@b.c ", "a b@c.d", "a\t@b.c"]
+        var texts = [
+            "", "a@b.c", "a@b", "@b.c", "a@@b.c", "a@b..c", "a@.b", "a@b.", " a@b.c", "a@b.c ", "a b@c.d", "a\t@b.c",
+        ]
         for _ in 0..<count {
             let length = Int.random(in: 0...10, using: &generator)
             texts.append((0..<length).map { _ in pieces.randomElement(using: &generator)! }.joined())
@@ -20,13 +24,17 @@ import Testing
     @Test func emailRuleAgreesWithTheUnicodePath() {
         for text in Self.samples(count: 20_000) {
             #expect(UserValidation.isASCII(text))
-            #expect(UserValidation.isPlausibleASCIIEmail(text.utf8) == UserValidation.isPlausibleUnicodeEmail(text), "\(text.debugDescription)")
+            #expect(
+                UserValidation.isPlausibleASCIIEmail(text.utf8) == UserValidation.isPlausibleUnicodeEmail(text),
+                "\(text.debugDescription)")
         }
     }
 
     @Test func trimmedLengthAgreesWithTheUnicodePath() {
         for text in Self.samples(count: 20_000) {
-            #expect(UserValidation.trimmedLength(text) == UserValidation.trimmedScalarCount(text), "\(text.debugDescription)")
+            #expect(
+                UserValidation.trimmedLength(text) == UserValidation.trimmedScalarCount(text),
+                "\(text.debugDescription)")
         }
     }
 
@@ -38,10 +46,16 @@ import Testing
     }
 
     @Test func jsonContentTypes() {
-        for accepted in ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/problem+json", "application/json;charset=\"UTF-8\""] {
+        for accepted in [
+            "application/json", "Application/JSON", "application/json; charset=utf-8", "application/problem+json",
+            "application/json;charset=\"UTF-8\"",
+        ] {
             #expect(RequestBody.isJSON(accepted), "\(accepted)")
         }
-        for rejected in [nil, "", "text/plain", "application/jsonx", "application/json; charset=latin1", "application/x-www-form-urlencoded"] {
+        for rejected in [
+            nil, "", "text/plain", "application/jsonx", "application/json; charset=latin1",
+            "application/x-www-form-urlencoded",
+        ] {
             #expect(!RequestBody.isJSON(rejected), "\(rejected ?? "nil")")
         }
     }
