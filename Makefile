@@ -16,7 +16,7 @@ test:
 	$(MAKE) lint
 	swift build --build-tests
 	swift test --skip-build
-	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q tests/e2e
+	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q Tests/e2e
 
 ## lint: the toolchain's swift-format with the checked-in .swift-format; any finding fails
 lint:
@@ -27,7 +27,7 @@ unit:
 
 e2e:
 	swift build
-	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q tests/e2e
+	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q Tests/e2e
 
 build:
 	swift build

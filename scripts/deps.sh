@@ -48,7 +48,7 @@ if [[ "$mode" == test || "$mode" == soak ]]; then
   python3 -c 'import pytest, requests' 2>/dev/null || python3 -m pip install -q pytest requests
 fi
 if [[ "$mode" == test ]]; then
-  # The OpenAPI contract test (tests/e2e/test_openapi.py); pinned for repeatable runs.
+  # The OpenAPI contract test (Tests/e2e/test_openapi.py); pinned for repeatable runs.
   python3 -c 'import schemathesis, openapi_spec_validator' 2>/dev/null ||
     python3 -m pip install -q schemathesis==4.32.5 openapi-spec-validator==0.9.0
 fi

@@ -2,7 +2,7 @@
 # Soak test: mixed read/write/task load through nginx (shipped site) against usersd
 # for DURATION seconds, reporting requests, errors, usersd's RSS and open
 # descriptors at start/end, the task backlog and the WAL size; exits non-zero when
-# a criterion fails (see tests/e2e/soak.py).
+# a criterion fails (see Tests/e2e/support/soak.py).
 #
 #   scripts/soak.sh [DURATION]          # seconds, default 60 (or $DURATION)
 #   DURATION=1800 scripts/soak.sh       # the 30-minute run
@@ -26,4 +26,4 @@ args=(--duration "$duration" --connections "${CONNECTIONS:-16}")
 [[ -n "${SOAK_JSON:-}" ]] && args+=(--json "$SOAK_JSON")
 [[ -n "${SOAK_LOG:-}" ]] && args+=(--keep-log "$SOAK_LOG")
 echo "soak: $USERSD_BIN for ${duration}s" >&2
-exec python3 tests/e2e/soak.py "${args[@]}"
+exec python3 Tests/e2e/support/soak.py "${args[@]}"

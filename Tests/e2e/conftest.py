@@ -18,10 +18,15 @@ import os
 import uuid
 from pathlib import Path
 
+import sys
+
 import pytest
 import requests
 
-import harness
+# The suite's helpers (harness, apiclient, fcgi_fuzz, ...) live in support/.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+import harness  # noqa: E402
 
 _started_at: dict[str, int] = {}
 

@@ -1,4 +1,4 @@
-"""Soak through nginx (tests/e2e/soak.py, the same run as `scripts/soak.sh`): mixed
+"""Soak through nginx (Tests/e2e/support/soak.py, the same run as `scripts/soak.sh`): mixed
 read/write/task load; 0 errors, RSS growth after warm-up < 10 %, descriptors flat,
 task backlog drained, WAL bounded, clean shutdown, integrity_check ok.
 

@@ -1,14 +1,14 @@
 """Soak: mixed read/write/task load through nginx for DURATION seconds, watching
 usersd's memory, descriptors and WAL file.
 
-    python3 tests/e2e/soak.py --duration 60          (scripts/soak.sh wraps this)
+    python3 Tests/e2e/support/soak.py --duration 60          (scripts/soak.sh wraps this)
 
 Load: wrk with scripts/soak.lua (reads by both user routes and keyset pages,
 creates, renames, background tasks, task lists, health) when wrk is installed,
 else Python threads doing the same mix. Every `--sample` seconds it records
 usersd's RSS, open descriptors, threads and the WAL/database sizes.
 
-Pass criteria (the exit status, and what tests/e2e/test_soak.py asserts):
+Pass criteria (the exit status, and what Tests/e2e/test_soak.py asserts):
   - errors: no answer outside 2xx, except the expected 404/409 (reported), no
     socket errors;
   - RSS at the end is < 10 % above RSS after the warm-up (the first half of a

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0

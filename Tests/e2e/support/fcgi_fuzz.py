@@ -30,7 +30,7 @@ Case families (all derived from one seed, so a run is reproducible):
   random         random bytes
   chunked        a valid stream written one small random chunk at a time
 
-    python3 tests/e2e/fcgi_fuzz.py /path/to/usersd.sock --seed 1 --count 3000
+    python3 Tests/e2e/support/fcgi_fuzz.py /path/to/usersd.sock --seed 1 --count 3000
 """
 
 from __future__ import annotations
