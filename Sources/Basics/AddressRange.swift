@@ -66,7 +66,7 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The address bytes of an IPv4 or IPv6 literal (`inet_pton`), or `nil`.
-    static func bytes(of text: String) -> [UInt8]? {
+    public static func bytes(of text: String) -> [UInt8]? {
         guard !text.isEmpty, text.utf8.count < Int(INET6_ADDRSTRLEN) else { return nil }
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 {

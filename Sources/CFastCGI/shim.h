@@ -5,6 +5,8 @@
 struct sockaddr;
 extern int accept4(int fd, struct sockaddr *address, unsigned int *length, int flags);
 
-static inline int usersd_accept_cloexec(int fd) {
-    return accept4(fd, 0, 0, 02000000 /* SOCK_CLOEXEC */);
+/* Accepts a connection with close-on-exec set atomically, and the peer's address in
+   `address` (room for `*length` bytes, a struct sockaddr_storage). */
+static inline int usersd_accept_cloexec(int fd, void *address, unsigned int *length) {
+    return accept4(fd, (struct sockaddr *)address, length, 02000000 /* SOCK_CLOEXEC */);
 }

@@ -1,3 +1,4 @@
+public import Basics
 internal import CFastCGI
 import Dispatch
 import Foundation
@@ -10,6 +11,8 @@ import Synchronization
 /// Settings of the FastCGI server.
 public struct FastCGIConfiguration: Sendable {
     public var listen: ListenSource
+    /// Peers a TCP socket serves (FastCGI has no authentication); others are closed at once.
+    public var allowFrom: [AddressRange] = AddressRange.loopback
     /// Largest request body read; a larger one is answered 413 and discarded unread.
     public var maxBodyBytes: Int = 1_048_576
     /// Most connections served at once (one thread each); more wait in the backlog.
@@ -71,7 +74,7 @@ public final class FastCGIServer: MetricsSource {
     {
         guard Self.initialized else { throw ListenError(description: "FCGX_Init failed") }
         self.configuration = configuration
-        let listener = try Listener(source: configuration.listen)
+        let listener = try Listener(source: configuration.listen, allowFrom: configuration.allowFrom)
         self.listener = listener
         self.pool = WorkerPool(
             listener: listener,

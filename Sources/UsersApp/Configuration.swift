@@ -25,6 +25,10 @@ public struct Configuration: Sendable, Equatable {
     public var command: Command = .serve
     /// Unix socket to create; `nil` means use the socket systemd or spawn-fcgi passed.
     public var socketPath: String?
+    /// TCP address to listen on (`--listen HOST:PORT`), for web servers on other hosts.
+    public var listenAddress: TCPAddress?
+    /// Peers a TCP socket serves (`--allow-from`): FastCGI has no authentication.
+    public var allowFrom: [AddressRange] = AddressRange.loopback
     public var socketMode: UInt32 = 0o660
     public var socketGroup: String?
     public var databasePath: String = "./data/users.sqlite3"
@@ -70,6 +74,27 @@ public struct Configuration: Sendable, Equatable {
             help: "unix socket to create (mode --socket-mode); without it: the socket from systemd (LISTEN_FDS) or fd 0"
         ) {
             $0.socketPath = try nonEmpty($1, "--socket")
+        },
+        Setting(
+            flag: "--listen", environment: "USERSD_LISTEN", placeholder: "HOST:PORT",
+            help: "serve FastCGI over TCP on this address (127.0.0.1:9000, [::1]:9000) instead of a unix socket"
+        ) {
+            guard let address = TCPAddress(parsing: $1) else {
+                throw ConfigurationError(
+                    "--listen: '\($1)' is not HOST:PORT with an IPv4 or [IPv6] address and a port 1-65535")
+            }
+            $0.listenAddress = address
+        },
+        Setting(
+            flag: "--allow-from", environment: "USERSD_ALLOW_FROM", placeholder: "CIDR,...",
+            help:
+                "peers a TCP socket (--listen, or systemd's) serves; others are closed at once (default 127.0.0.0/8,::1)"
+        ) {
+            guard let ranges = AddressRange.list($1) else {
+                throw ConfigurationError(
+                    "--allow-from: '\($1)' is not a comma-separated list of addresses or CIDR networks")
+            }
+            $0.allowFrom = ranges
         },
         Setting(
             flag: "--socket-mode", environment: "USERSD_SOCKET_MODE", placeholder: "OCTAL",
@@ -299,6 +324,9 @@ public struct Configuration: Sendable, Equatable {
                 throw ConfigurationError("unknown command '\(argument)' (serve, migrate, check, backup PATH)")
             }
         }
+        if configuration.socketPath != nil, configuration.listenAddress != nil {
+            throw ConfigurationError("--socket and --listen both name a socket to serve on: choose one")
+        }
         return configuration
     }
 
@@ -354,5 +382,37 @@ public struct Configuration: Sendable, Equatable {
             throw ConfigurationError("\(name): '\(value)' is not a number of seconds \(range)")
         }
         return number
+    }
+}
+
+/// A TCP listening address: an IPv4 or IPv6 literal and a port.
+public struct TCPAddress: Sendable, Equatable {
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `127.0.0.1:9000`, `0.0.0.0:9000` or `[::1]:9000`; `nil` for anything else (a
+    /// host name included: the address must not depend on name resolution).
+    public init?(parsing text: String) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                return nil
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            guard !host.contains(":") else { return nil }
+        }
+        guard let port = UInt16(portText), port > 0, AddressRange.bytes(of: String(host)) != nil else { return nil }
+        self.init(host: String(host), port: port)
     }
 }

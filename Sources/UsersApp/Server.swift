@@ -25,7 +25,8 @@ struct Server {
         let notifier = SystemdNotifier(environment: environment)
         guard let listen = listenSource() else {
             Usersd.printError(
-                "usersd: no socket to serve: pass --socket PATH (or USERSD_SOCKET), or start under systemd socket activation or spawn-fcgi"
+                "usersd: no socket to serve: pass --socket PATH (or USERSD_SOCKET) or --listen HOST:PORT, "
+                    + "or start under systemd socket activation or spawn-fcgi"
             )
             return 64
         }
@@ -97,6 +98,9 @@ struct Server {
         if let path = configuration.socketPath {
             return .path(path, mode: configuration.socketMode, group: configuration.socketGroup)
         }
+        if let address = configuration.listenAddress {
+            return .tcp(host: address.host, port: address.port)
+        }
         return ListenSource.inherited(environment: environment)
     }
 
@@ -118,6 +122,7 @@ struct Server {
         settings.idleThreads = configuration.idleThreads
         settings.writeTimeoutSeconds = configuration.writeTimeoutSeconds
         settings.workerScheduling = configuration.workerScheduling
+        settings.allowFrom = configuration.allowFrom
         return settings
     }
 
@@ -141,6 +146,7 @@ struct Server {
     private func describe(_ listen: ListenSource) -> String {
         switch listen {
         case .path(let path, _, _): path
+        case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         case .inherited(let fd): "inherited fd \(fd)"
         }
     }

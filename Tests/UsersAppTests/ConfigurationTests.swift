@@ -57,3 +57,30 @@ import Testing
         }
     }
 }
+
+@Suite struct TCPListenSettingsTests {
+    @Test func listenTakesIPv4AndBracketedIPv6Addresses() throws {
+        #expect(
+            try Configuration.parse(["--listen", "127.0.0.1:9000"], environment: [:]).listenAddress
+                == TCPAddress(host: "127.0.0.1", port: 9000))
+        #expect(
+            try Configuration.parse([], environment: ["USERSD_LISTEN": "[::1]:9001"]).listenAddress
+                == TCPAddress(host: "::1", port: 9001))
+        for bad in ["localhost:9000", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:9000", "[::1]9000", ":9000"] {
+            #expect(throws: ConfigurationError.self, "\(bad)") {
+                try Configuration.parse(["--listen", bad], environment: [:])
+            }
+        }
+        #expect(throws: ConfigurationError("--socket and --listen both name a socket to serve on: choose one")) {
+            try Configuration.parse(["--socket", "/tmp/x.sock", "--listen", "127.0.0.1:9000"], environment: [:])
+        }
+    }
+
+    @Test func allowFromDefaultsToLoopback() throws {
+        #expect(try Configuration.parse([], environment: [:]).allowFrom == AddressRange.loopback)
+        #expect(
+            try Configuration.parse(["--allow-from", "10.0.0.0/8"], environment: [:]).allowFrom
+                == [AddressRange("10.0.0.0/8")!])
+        #expect(throws: ConfigurationError.self) { try Configuration.parse(["--allow-from", "any"], environment: [:]) }
+    }
+}

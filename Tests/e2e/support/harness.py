@@ -238,6 +238,7 @@ class Service:
           "env"        usersd with USERSD_SOCKET and USERSD_DB in its environment
           "spawn-fcgi" spawn-fcgi -s PATH -n -- usersd serve --db DB (socket on fd 0)
           "systemd"    systemd-socket-activate -l PATH ... usersd serve (LISTEN_FDS, fd 3)
+          "tcp"        usersd serve --listen 127.0.0.1:PORT --db DB (FastCGI over TCP)
     """
 
     def __init__(self, workdir, mode: str = "socket", db=None, args=(), env=None, name: str = "usersd"):
@@ -248,6 +249,8 @@ class Service:
         self.args = list(args)
         self.env = dict(env or {})
         self.name = name
+        #: "tcp" mode: the port usersd listens on (127.0.0.1)
+        self.tcp_port = free_port() if mode == "tcp" else 0
         self.log_path = self.dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.notify: NotifySocket | None = None
@@ -267,6 +270,9 @@ class Service:
         if self.mode == "socket":
             env["NOTIFY_SOCKET"] = str(notify_path)
             return [exe, "serve", "--socket", str(self.socket), "--db", str(self.db), *self.args], env
+        if self.mode == "tcp":
+            env["NOTIFY_SOCKET"] = str(notify_path)
+            return [exe, "serve", "--listen", f"127.0.0.1:{self.tcp_port}", "--db", str(self.db), *self.args], env
         if self.mode == "env":
             # serve is the default command; everything through the USERSD_* twins
             env.update(NOTIFY_SOCKET=str(notify_path), USERSD_SOCKET=str(self.socket), USERSD_DB=str(self.db))
@@ -383,9 +389,12 @@ class Nginx:
                     (no keepalive); `locations` lists the location prefixes to map.
     """
 
-    def __init__(self, workdir, socket_path, kind: str = "shipped", locations=("/",), name: str = "nginx"):
+    def __init__(self, workdir, socket_path, kind: str = "shipped", locations=("/",), name: str = "nginx",
+                 upstream: str | None = None):
         self.run_dir = Path(workdir) / name
         self.socket = Path(socket_path)
+        #: what fastcgi_pass names (stock kind): the unix socket unless given
+        self.upstream = upstream or f"unix:{self.socket}"
         self.kind = kind
         self.locations = list(locations)
         self.name = name
@@ -410,7 +419,7 @@ class Nginx:
         (run / "tmp").mkdir(exist_ok=True)
         (run / "logs").mkdir(exist_ok=True)
         locations = "\n".join(
-            f"        location {loc} {{ include /etc/nginx/fastcgi_params; fastcgi_pass unix:{self.socket}; }}"
+            f"        location {loc} {{ include /etc/nginx/fastcgi_params; fastcgi_pass {self.upstream}; }}"
             for loc in self.locations
         )
         conf.write_text(
@@ -494,7 +503,8 @@ class Stack:
         self.owns_dir = workdir is None
         self.dir = Path(workdir or make_workdir())
         self.service = Service(self.dir, mode=mode, args=args, env=env)
-        self.nginx = Nginx(self.dir, self.service.socket, kind=nginx_kind, locations=locations)
+        upstream = f"127.0.0.1:{self.service.tcp_port}" if mode == "tcp" else None
+        self.nginx = Nginx(self.dir, self.service.socket, kind=nginx_kind, locations=locations, upstream=upstream)
         self.service.nginx = self.nginx
 
     def start(self) -> "Stack":
