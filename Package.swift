@@ -33,6 +33,7 @@ let package = Package(
         // C libraries from Debian, each wrapped by exactly one Swift module.
         .systemLibrary(name: "CFastCGI", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // Small pieces every module may use: clocks, decimal and timestamp text, address ranges.
         library("Basics"),
@@ -49,20 +50,22 @@ let package = Package(
         // The store seam (protocols, models) and its SQLite backend.
         library("Store", ["JSON", "Metrics", "Basics"]),
         library("StoreSQLite", ["Store", "SQLite", "JSON", "Logging", "Metrics", "Basics"]),
+        // PostgreSQL: connections owned by threads, pipelines; and the backend several hosts share.
+        library("Postgres", ["CPostgres", "Lifecycle", "Logging", "Metrics", "Basics"]),
+        library("StorePostgres", ["Store", "Postgres", "JSON", "Logging", "Metrics", "Basics"]),
         library("Scheduler", ["Store", "JSON", "Logging", "Metrics", "Basics"]),
         // The application: routes, settings, the process's wiring.
         library(
             "UsersApp",
             [
-                "HTTP", "FastCGI", "Store", "StoreSQLite", "SQLite", "Scheduler", "Lifecycle", "Logging", "Metrics",
-                "JSON",
-                "Basics",
+                "HTTP", "FastCGI", "Store", "StoreSQLite", "StorePostgres", "SQLite", "Scheduler", "Lifecycle",
+                "Logging", "Metrics", "JSON", "Basics",
             ]
         ),
         .executableTarget(name: "usersd", dependencies: ["UsersApp"], swiftSettings: swiftSettings),
 
         // Shared fixtures for the unit tests: temporary databases, stores, schedulers.
-        library("TestSupport", ["SQLite", "Store", "StoreSQLite", "Scheduler", "JSON"]),
+        library("TestSupport", ["SQLite", "Store", "StoreSQLite", "Postgres", "Scheduler", "JSON", "Basics"]),
         tests("BasicsTests", ["Basics", "SQLite"]),
         tests("JSONTests", ["JSON"]),
         tests("HTTPTests", ["HTTP", "JSON"]),
@@ -72,6 +75,8 @@ let package = Package(
         tests("LifecycleTests", ["Lifecycle"]),
         tests("SQLiteTests", ["SQLite", "Metrics", "TestSupport"]),
         tests("StoreTests", ["Store", "StoreSQLite", "SQLite", "JSON", "Basics", "TestSupport"]),
+        tests("PostgresTests", ["Postgres", "TestSupport"]),
+        tests("StorePostgresTests", ["StorePostgres", "Postgres", "Store", "Scheduler", "JSON", "TestSupport"]),
         tests("SchedulerTests", ["Scheduler", "Store", "StoreSQLite", "SQLite", "JSON", "TestSupport"]),
         tests(
             "UsersAppTests",
