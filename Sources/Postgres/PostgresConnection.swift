@@ -95,86 +95,109 @@ public final class PostgresConnection {
         _ statement: PreparedStatement, _ parameters: [String?], _ decode: (PostgresRows) throws -> T
     ) throws -> T {
         var outcome: Result<T, any Error>?
-        pipeline([(statement, parameters)]) { _, result in
+        pipeline([[(statement, parameters)]]) { _, result in
             outcome = Result { try decode(try result.get()) }
         }
         return try outcome!.get()
     }
 
-    /// Sends every statement with a sync point after each, then reads the results and
-    /// calls `each` once per statement, in order, with its rows or its error. The rows
-    /// are valid only during that call. A lost connection fails the statements whose
-    /// results had not arrived.
+    /// Sends every statement with a sync point after each (each its own transaction),
+    /// then reads the results and calls `each` once per statement, in order, with its
+    /// rows or its error.
     public func pipeline(
         _ statements: [(PreparedStatement, [String?])],
         each: (Int, Result<PostgresRows, PostgresError>) -> Void
     ) {
-        guard !statements.isEmpty else { return }
+        pipeline(statements.map { [$0] }, each: each)
+    }
+
+    /// Sends every transaction (statements that run in one implicit transaction: libpq's
+    /// pipeline mode ends it at the sync point sent after its last statement) at once,
+    /// then reads the results and calls `each` once per transaction, in order, with the
+    /// rows of its last statement, or the first error (the transaction then changed
+    /// nothing). The rows are valid only during that call. A lost connection fails the
+    /// transactions whose results had not arrived.
+    public func pipeline(
+        _ transactions: [[(PreparedStatement, [String?])]],
+        each: (Int, Result<PostgresRows, PostgresError>) -> Void
+    ) {
+        guard !transactions.isEmpty else { return }
         var delivered = 0
         func failRest(_ error: PostgresError) {
-            while delivered < statements.count {
+            while delivered < transactions.count {
                 each(delivered, .failure(error))
                 delivered += 1
             }
         }
         // A C string ends at its first NUL, and PostgreSQL text cannot hold one: such a
-        // value would be cut short, so its statement is refused and not sent.
-        let refused = statements.map { $0.1.contains { $0?.utf8.contains(0) == true } }
+        // value would be cut short, so its transaction is refused and not sent.
+        let refused = transactions.map { $0.contains { $0.1.contains { $0?.utf8.contains(0) == true } } }
         guard PQenterPipelineMode(handle) == 1 else {
             return failRest(connectionError(wasSent: false))
         }
-        // Statements whose Parse goes out in this batch (once per name).
-        var preparing: [Bool] = []
+        // Statements whose Parse goes out in this batch (once per name), by position.
+        var preparing: [[Bool]] = []
         var parsing: Set<String> = []
         // libpq may flush earlier statements while later ones are queued: once one was
         // queued, a failure may come after some reached the server.
         var queuedAny = false
-        for (index, (statement, parameters)) in statements.enumerated() {
-            let needsParse =
-                !refused[index] && !prepared.contains(statement.name) && parsing.insert(statement.name).inserted
-            preparing.append(needsParse)
+        for (index, transaction) in transactions.enumerated() {
+            var parses: [Bool] = []
+            defer { preparing.append(parses) }
             guard !refused[index] else { continue }
-            if needsParse {
-                guard PQsendPrepare(handle, statement.name, statement.sql, Int32(parameters.count), nil) == 1 else {
-                    return failRest(connectionError(wasSent: queuedAny))
+            for (statement, parameters) in transaction {
+                let needsParse = !prepared.contains(statement.name) && parsing.insert(statement.name).inserted
+                parses.append(needsParse)
+                if needsParse {
+                    guard PQsendPrepare(handle, statement.name, statement.sql, Int32(parameters.count), nil) == 1
+                    else { return failRest(connectionError(wasSent: queuedAny)) }
                 }
+                let sent = Self.withParameters(parameters) { values in
+                    PQsendQueryPrepared(handle, statement.name, Int32(parameters.count), values, nil, nil, 0)
+                }
+                guard sent == 1 else { return failRest(connectionError(wasSent: queuedAny)) }
+                queuedAny = true
             }
-            let sent = Self.withParameters(parameters) { values in
-                PQsendQueryPrepared(handle, statement.name, Int32(parameters.count), values, nil, nil, 0)
-            }
-            guard sent == 1 else { return failRest(connectionError(wasSent: queuedAny)) }
-            queuedAny = true
             guard PQpipelineSync(handle) == 1 else { return failRest(connectionError(wasSent: true)) }
         }
-        for (index, (statement, _)) in statements.enumerated() {
+        for (index, transaction) in transactions.enumerated() {
             if refused[index] {
                 each(index, .failure(Self.nulError))
                 delivered += 1
                 continue
             }
-            var parseError: PostgresError?
-            if preparing[index] {
-                guard let parse = PQgetResult(handle) else { return failRest(connectionError(wasSent: true)) }
-                if PQresultStatus(parse) == PGRES_COMMAND_OK {
-                    prepared.insert(statement.name)
-                } else {
-                    parseError = resultError(parse)
+            var firstError: PostgresError?
+            var last: OpaquePointer?
+            for (position, (statement, _)) in transaction.enumerated() {
+                if preparing[index][position] {
+                    guard let parse = PQgetResult(handle) else { return failRest(connectionError(wasSent: true)) }
+                    if PQresultStatus(parse) == PGRES_COMMAND_OK {
+                        prepared.insert(statement.name)
+                    } else if firstError == nil {
+                        firstError = resultError(parse)
+                    }
+                    PQclear(parse)
+                    guard PQgetResult(handle) == nil else { return failRest(protocolError()) }
                 }
-                PQclear(parse)
-                guard PQgetResult(handle) == nil else { return failRest(protocolError()) }
+                guard let result = PQgetResult(handle) else { return failRest(connectionError(wasSent: true)) }
+                let status = PQresultStatus(result)
+                if status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK && firstError == nil {
+                    firstError = resultError(result)
+                }
+                if let previous = last { PQclear(previous) }
+                last = result
+                guard PQgetResult(handle) == nil else {
+                    PQclear(result)
+                    return failRest(protocolError())
+                }
             }
-            guard let result = PQgetResult(handle) else { return failRest(connectionError(wasSent: true)) }
-            let status = PQresultStatus(result)
-            if status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK {
-                each(index, .success(PostgresRows(result)))
-            } else if let parseError {
-                each(index, .failure(parseError))
-            } else {
-                each(index, .failure(resultError(result)))
+            if let firstError {
+                each(index, .failure(firstError))
+            } else if let last {
+                each(index, .success(PostgresRows(last)))
             }
+            if let last { PQclear(last) }
             delivered += 1
-            PQclear(result)
-            guard PQgetResult(handle) == nil else { return failRest(protocolError()) }
             guard let sync = PQgetResult(handle) else { return failRest(connectionError(wasSent: true)) }
             let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
             PQclear(sync)

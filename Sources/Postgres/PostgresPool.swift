@@ -44,10 +44,11 @@ public final class PostgresPool: Sendable {
     /// One piece of work for a connection thread.
     struct Job: Sendable {
         enum Work: Sendable {
-            /// A prepared statement, which may share a pipeline with others. `isRead`: it
-            /// changes nothing, so it may be sent again after a lost connection.
-            case statement(
-                PreparedStatement, [String?], isRead: Bool,
+            /// Prepared statements run as one transaction, which may share a pipeline with
+            /// others; `deliver` gets the last one's rows. `isRead`: they change nothing,
+            /// so they may be sent again after a lost connection.
+            case statements(
+                [(PreparedStatement, [String?])], isRead: Bool,
                 deliver: @Sendable (Result<PostgresRows, PostgresError>) -> Void)
             /// Exclusive use of a connection (transactions over several round trips).
             case session(@Sendable (Result<PostgresConnection, PostgresError>) -> Void)
@@ -96,10 +97,20 @@ public final class PostgresPool: Sendable {
         _ statement: PreparedStatement, _ parameters: [String?], isRead: Bool = false,
         _ decode: @escaping @Sendable (PostgresRows) throws -> T
     ) async throws -> T {
+        try await transaction([(statement, parameters)], isRead: isRead, decode)
+    }
+
+    /// Runs prepared statements as one transaction in one round trip (no sync point
+    /// between them: libpq's pipeline mode makes them one implicit transaction), and
+    /// returns what `decode` makes of the last one's rows. Any failing rolls all back.
+    public func transaction<T: Sendable>(
+        _ statements: [(PreparedStatement, [String?])], isRead: Bool = false,
+        _ decode: @escaping @Sendable (PostgresRows) throws -> T
+    ) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             let job = Job(
-                work: .statement(
-                    statement, parameters, isRead: isRead,
+                work: .statements(
+                    statements, isRead: isRead,
                     deliver: { result in
                         continuation.resume(with: Result { try decode(try result.get()) })
                     }))
@@ -314,19 +325,17 @@ private struct ConnectionThread {
             if !connection.isConnected { drop(nil) }
             return
         }
-        var statements: [(PreparedStatement, [String?])] = []
-        statements.reserveCapacity(batch.count)
+        var transactions: [[(PreparedStatement, [String?])]] = []
+        transactions.reserveCapacity(batch.count)
         for job in batch {
-            if case .statement(let statement, let parameters, _, _) = job.work {
-                statements.append((statement, parameters))
-            }
+            if case .statements(let statements, _, _) = job.work { transactions.append(statements) }
         }
         var again: [PostgresPool.Job] = []
         var failures = 0
         var lostError: PostgresError?
-        connection.pipeline(statements) { index, result in
+        connection.pipeline(transactions) { index, result in
             var job = batch[index]
-            guard case .statement(_, _, let isRead, let deliver) = job.work else { return }
+            guard case .statements(_, let isRead, let deliver) = job.work else { return }
             if case .failure(let error) = result {
                 if case .connection(let wasSent) = error.kind {
                     lostError = error
@@ -353,7 +362,7 @@ private struct ConnectionThread {
 
     private func fail(_ job: PostgresPool.Job, _ error: PostgresError) {
         switch job.work {
-        case .statement(_, _, _, let deliver): deliver(.failure(error))
+        case .statements(_, _, let deliver): deliver(.failure(error))
         case .session(let body): body(.failure(error))
         }
         pool.statistics.withLock { $0.failures += 1 }

@@ -31,7 +31,10 @@ public struct Configuration: Sendable, Equatable {
     public var allowFrom: [AddressRange] = AddressRange.loopback
     public var socketMode: UInt32 = 0o660
     public var socketGroup: String?
+    /// An SQLite file, or a `postgresql://` / `postgres://` URI.
     public var databasePath: String = "./data/users.sqlite3"
+    /// Connections to PostgreSQL this process opens at most (`--db-pool`).
+    public var databasePool: Int = 8
     public var mountPrefix: String = ""
     public var maxBodyBytes: Int = 1_048_576
     public var logLevel: LogLevel = .info
@@ -112,10 +115,17 @@ public struct Configuration: Sendable, Equatable {
             $0.socketGroup = try nonEmpty($1, "--socket-group")
         },
         Setting(
-            flag: "--db", environment: "USERSD_DB", placeholder: "PATH",
-            help: "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd)"
+            flag: "--db", environment: "USERSD_DB", placeholder: "PATH|URI",
+            help: "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd), "
+                + "or a postgresql:// URI (several hosts share it; see docs/scale-out.md)"
         ) {
             $0.databasePath = try nonEmpty($1, "--db")
+        },
+        Setting(
+            flag: "--db-pool", environment: "USERSD_DB_POOL", placeholder: "N",
+            help: "PostgreSQL only: connections this process opens at most (default 8; hosts x N < max_connections)"
+        ) {
+            $0.databasePool = try integer($1, "--db-pool", 1...1000)
         },
         Setting(
             flag: "--prefix", environment: "USERSD_PREFIX", placeholder: "PATH",

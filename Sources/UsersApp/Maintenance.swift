@@ -25,8 +25,8 @@ struct Maintenance {
     @available(*, noasync, message: "runs the whole process")
     func check() -> Int32 {
         var problems = 0
-        print("configuration: ok (database \(configuration.databasePath))")
-        if FileManager.default.fileExists(atPath: configuration.databasePath) {
+        print("configuration: ok (database \(Backends.describe(configuration)))")
+        if Backends.isPostgres(configuration) || FileManager.default.fileExists(atPath: configuration.databasePath) {
             do {
                 let backend = try Backends.open(configuration, forServing: false)
                 defer { backend.close() }

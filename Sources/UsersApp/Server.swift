@@ -37,7 +37,7 @@ struct Server {
             Usersd.printError("usersd: \(error)")
             return 75  // EX_TEMPFAIL: try again once the other process has stopped
         } catch {
-            Log.error("cannot open database", ["path": configuration.databasePath, "error": "\(error)"])
+            Log.error("cannot open database", ["path": Backends.describe(configuration), "error": "\(error)"])
             return 1
         }
 
@@ -60,12 +60,14 @@ struct Server {
             metrics: application.requestMetrics,
             probePath: Router.normalizedPrefix(configuration.mountPrefix) + "/healthz"
         )
-        let services = ServiceGroup([
-            StoreService(backend: backend),
+        var steps: [any Service] = [StoreService(backend: backend)]
+        if let shared = backend as? any SharedTaskQueue { steps.append(LeaseService(queue: shared, scheduler: scheduler)) }
+        steps += [
             SchedulerService(scheduler: scheduler, graceMilliseconds: Int64(configuration.taskGraceSeconds * 1000)),
-            fastCGI,
+            fastCGI as any Service,
             watchdog,
-        ])
+        ]
+        let services = ServiceGroup(steps)
         do {
             try services.start()
         } catch {
@@ -74,7 +76,7 @@ struct Server {
         Log.info(
             "serving",
             [
-                "socket": describe(listen), "db": configuration.databasePath, "version": Usersd.version,
+                "socket": describe(listen), "db": Backends.describe(configuration), "version": Usersd.version,
                 "malloc": environment["GLIBC_TUNABLES"] ?? "",
             ])
         notifier.notify("READY=1\nSTATUS=serving")

@@ -155,6 +155,7 @@ def test_rejections_by_the_fastcgi_layer_are_logged_and_counted(make_stack, http
     assert 'usersd_requests_total{method="GET",route="rejected",status="431"} 1' in metrics, metrics
 
 
+@harness.sqlite_only("one process serves an SQLite file; PostgreSQL is served by many hosts at once (test_multihost.py)")
 def test_a_second_serve_on_the_same_database_refuses_and_touches_nothing(make_stack, http, tmp_path):
     """One process serves a database. A second `serve` (another socket, same file)
     exits 75 with a clear message before it opens the database: the first one's

@@ -292,6 +292,7 @@ def _serving_line(service) -> str:
     return lines[0]
 
 
+@harness.sqlite_only("checks the SQLite writer thread's scheduling policy")
 def test_worker_threads_run_under_batch_scheduling_and_the_writer_does_not(make_stack):
     """The FastCGI workers ask the kernel for SCHED_BATCH (a worker woken up does not
     preempt the writer inside its transaction or nginx); the database threads keep
@@ -318,6 +319,7 @@ def test_worker_threads_run_under_batch_scheduling_and_the_writer_does_not(make_
     assert stack.service.stop() == 0
 
 
+@harness.sqlite_only("names the SQLite threads (usersd-writer, -reader, -ckpt)")
 def test_serve_sets_its_malloc_settings_once_and_keeps_its_pid(make_stack):
     """`usersd serve` re-executes itself once to give glibc its malloc settings
     (GLIBC_TUNABLES is read only at process start). The process that serves, sends

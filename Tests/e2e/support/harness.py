@@ -13,6 +13,11 @@ nginx's prefix (config, pid, temp and log files).
 
 Readiness is always an event with a deadline: READY=1 from usersd, a TCP
 connect to nginx; nothing sleeps in the hope that a race is over.
+
+USERSD_TEST_BACKEND=postgres runs the same tests against PostgreSQL: one private
+cluster per test run (scripts/pg-cluster.sh under /tmp, stopped when the run
+ends), a new database in it for each Service. `sql()` and `seed_users()` work on
+both; a test that needs the SQLite file itself is marked `@sqlite_only(reason)`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+#: "sqlite" (default) or "postgres": the database every Service gets.
+BACKEND = os.environ.get("USERSD_TEST_BACKEND", "sqlite").strip().lower() or "sqlite"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -245,7 +252,10 @@ class Service:
         self.dir = Path(workdir)
         self.mode = mode
         self.socket = self.dir / f"{name}.sock"
-        self.db = Path(db) if db else self.dir / "users.sqlite3"
+        if db is not None:
+            self.db = db if is_postgres(db) else Path(db)
+        else:
+            self.db = postgres_database() if BACKEND == "postgres" else self.dir / "users.sqlite3"
         self.args = list(args)
         self.env = dict(env or {})
         self.name = name
@@ -546,6 +556,10 @@ def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
 
     rows = [(f"{tag} user {i} ✓", f"{tag}{i}@example.com") for i in range(count)]
     stamp = "2024-01-02T03:04:05.000Z"
+    if is_postgres(db):
+        lines = "".join(f"{name}\t{email}\t{email_key(email)}\t{stamp}\t{stamp}\n" for name, email in rows)
+        psql(db, "COPY users (name, email, email_key, created_at, updated_at) FROM STDIN", stdin=lines)
+        return [{"name": name, "email": email} for name, email in rows]
     connection = sqlite3.connect(str(db))
     try:
         with connection:
@@ -572,3 +586,148 @@ def thread_policies(pid: int) -> dict[str, set[int]]:
         fields = text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
         policies.setdefault(name, set()).add(int(fields[41 - 3]))
     return policies
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def is_postgres(db) -> bool:
+    return isinstance(db, str) and (db.startswith("postgresql://") or db.startswith("postgres://"))
+
+
+class PostgresCluster:
+    """A private cluster for this test process (scripts/pg-cluster.sh): data, socket and
+    log in one /tmp directory, run as the postgres user, stopped when the process exits
+    (PG_OWNER_PID makes the script's watcher stop it even after a crash)."""
+
+    def __init__(self, directory: Path, port: int = 5432, listen: str = ""):
+        self.dir = Path(directory)
+        self.port = port
+        self.listen = listen
+        self.serial = 0
+
+    def script(self, *args, env=None, timeout=120):
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "pg-cluster.sh"), *args],
+            capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        )
+        if result.returncode != 0:
+            raise StartError(f"pg-cluster.sh {' '.join(args)}: {result.stderr}")
+        return result.stdout.strip()
+
+    def start(self) -> "PostgresCluster":
+        args = ["start", str(self.dir), str(self.port)] + ([self.listen] if self.listen else [])
+        self.script(*args, env={"PG_OWNER_PID": str(os.getpid())})
+        return self
+
+    def stop(self) -> None:
+        self.script("stop", str(self.dir))
+
+    def restart(self) -> None:
+        """pg_ctl restart -m fast: every session ends, the server comes back."""
+        self.script("restart", str(self.dir))
+
+    def pg_ctl(self, *args) -> None:
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+        command = [str(bindir / "pg_ctl"), "-D", str(self.dir / "data"), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--"] + command
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def uri(self, database: str = "postgres", host: str | None = None) -> str:
+        if host:
+            return f"postgresql://postgres@{host}:{self.port}/{database}"
+        return f"postgresql:///{database}?host={self.dir}&port={self.port}&user=postgres"
+
+    def new_database(self, prefix: str = "e2e") -> str:
+        self.serial += 1
+        name = f"{prefix}_{os.getpid()}_{self.serial}"
+        psql(self.uri(), f"CREATE DATABASE {name}")
+        return self.uri(name)
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_CLUSTER: PostgresCluster | None = None
+
+
+def postgres_cluster() -> PostgresCluster:
+    """The test process's shared cluster, started on first use."""
+    global _CLUSTER
+    if _CLUSTER is None:
+        import atexit
+
+        cluster = PostgresCluster(Path(make_workdir("usersd-e2e-pg-"))).start()
+        atexit.register(cluster.close)
+        _CLUSTER = cluster
+    return _CLUSTER
+
+
+def postgres_database() -> str:
+    """A new database in the shared cluster: its URI."""
+    return postgres_cluster().new_database()
+
+
+PSQL = shutil.which("psql") or "/usr/bin/psql"
+
+
+def psql(db: str, command: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [PSQL, "-X", "-q", "-A", "-t", "-F", "\x1f", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", command],
+        input=stdin, capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"psql {command[:80]!r}: {result.stderr}")
+    return result.stdout
+
+
+def _literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql(db, query: str, params=()) -> list[tuple]:
+    """Rows of `query` (`?` placeholders) on either backend. On PostgreSQL the values
+    come back as text, whole numbers as int."""
+    if not is_postgres(db):
+        import sqlite3
+
+        with contextlib_closing(sqlite3.connect(str(db))) as connection:
+            return connection.execute(query, tuple(params)).fetchall()
+    parts = query.split("?")
+    assert len(parts) == len(params) + 1, "placeholders and parameters differ"
+    text = parts[0] + "".join(_literal(value) + part for value, part in zip(params, parts[1:]))
+    rows = []
+    for line in psql(db, text).splitlines():
+        values = []
+        for field in line.split("\x1f"):
+            values.append(int(field) if field.lstrip("-").isdigit() else field)
+        rows.append(tuple(values))
+    return rows
+
+
+def contextlib_closing(thing):
+    import contextlib
+
+    return contextlib.closing(thing)
+
+
+def sqlite_only(reason: str):
+    """Marks a test that needs the SQLite backend itself (its file, its locks, its
+    backup): skipped with USERSD_TEST_BACKEND=postgres, and allowed to skip under CI."""
+    import pytest
+
+    def mark(function):
+        function = pytest.mark.may_skip_in_ci(reason=f"SQLite only: {reason}")(function)
+        return pytest.mark.skipif(BACKEND == "postgres", reason=f"SQLite only: {reason}")(function)
+
+    return mark
