@@ -179,7 +179,8 @@ final class LeaseKeeper: Sendable {
                 if now >= nextHeartbeat {
                     try heartbeat(on: connection)
                     let ids = try connection.query(
-                        LeaseKeeper.reap, LeaseKeeper.reapParameters(now: WallClock.milliseconds()), LeaseKeeper.reapedIDs)
+                        LeaseKeeper.reap, LeaseKeeper.reapParameters(now: WallClock.milliseconds()),
+                        LeaseKeeper.reapedIDs)
                     keeper.note(reapedIDs: ids)
                     if !ids.isEmpty { wake() }
                     nextHeartbeat = now + UInt64(settings.heartbeatSeconds * 1e9)

@@ -100,7 +100,8 @@ enum PostgresMigrations {
             for migration in all where !applied.contains(migration.version) {
                 try connection.execute(migration.sql)
                 _ = try connection.query(
-                    sql: "INSERT INTO schema_migrations (version, name, applied_at, applied_by) VALUES ($1, $2, $3, $4)",
+                    sql:
+                        "INSERT INTO schema_migrations (version, name, applied_at, applied_by) VALUES ($1, $2, $3, $4)",
                     [String(migration.version), migration.name, UTCTimestamp.now(), HostIdentity.current]
                 ) { _ in () }
                 done.append(migration.version)

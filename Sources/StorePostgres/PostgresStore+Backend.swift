@@ -63,7 +63,8 @@ extension PostgresStore {
         text.help("usersd_db_connects_total", "Connections made, and attempts that failed.", type: "counter")
         text.sample("usersd_db_connects_total", ["outcome": "ok"], Double(pool.connects))
         text.sample("usersd_db_connects_total", ["outcome": "failed"], Double(pool.connectFailures))
-        text.help("usersd_db_connections_lost_total", "Connections found closed by the server or lost.", type: "counter")
+        text.help(
+            "usersd_db_connections_lost_total", "Connections found closed by the server or lost.", type: "counter")
         text.sample("usersd_db_connections_lost_total", [:], Double(pool.lost))
         text.help("usersd_db_retries_total", "Statements sent again after a lost connection.", type: "counter")
         text.sample("usersd_db_retries_total", [:], Double(pool.retries))
@@ -77,7 +78,8 @@ extension PostgresStore {
             type: "counter")
         text.sample("usersd_task_lease_rounds_failed_total", [:], Double(leases.failedRounds.load(ordering: .relaxed)))
         text.help(
-            "usersd_task_leases_reaped_total", "Tasks this host re-queued because their lease expired.", type: "counter")
+            "usersd_task_leases_reaped_total", "Tasks this host re-queued because their lease expired.", type: "counter"
+        )
         text.sample("usersd_task_leases_reaped_total", [:], Double(leases.reaped.load(ordering: .relaxed)))
         text.help(
             "usersd_task_leases_lost_total", "Leases of this host that another host's reaper took.", type: "counter")

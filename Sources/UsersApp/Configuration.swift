@@ -116,7 +116,8 @@ public struct Configuration: Sendable, Equatable {
         },
         Setting(
             flag: "--db", environment: "USERSD_DB", placeholder: "PATH|URI",
-            help: "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd), "
+            help:
+                "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd), "
                 + "or a postgresql:// URI (several hosts share it; see docs/scale-out.md)"
         ) {
             $0.databasePath = try nonEmpty($1, "--db")

@@ -61,7 +61,9 @@ struct Server {
             probePath: Router.normalizedPrefix(configuration.mountPrefix) + "/healthz"
         )
         var steps: [any Service] = [StoreService(backend: backend)]
-        if let shared = backend as? any SharedTaskQueue { steps.append(LeaseService(queue: shared, scheduler: scheduler)) }
+        if let shared = backend as? any SharedTaskQueue {
+            steps.append(LeaseService(queue: shared, scheduler: scheduler))
+        }
         steps += [
             SchedulerService(scheduler: scheduler, graceMilliseconds: Int64(configuration.taskGraceSeconds * 1000)),
             fastCGI as any Service,

@@ -627,13 +627,6 @@ class PostgresCluster:
         """pg_ctl restart -m fast: every session ends, the server comes back."""
         self.script("restart", str(self.dir))
 
-    def pg_ctl(self, *args) -> None:
-        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
-        command = [str(bindir / "pg_ctl"), "-D", str(self.dir / "data"), *args]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--"] + command
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
     def uri(self, database: str = "postgres", host: str | None = None) -> str:
         if host:
             return f"postgresql://postgres@{host}:{self.port}/{database}"
