@@ -73,7 +73,7 @@ public struct PostgresRows {
     }
 
     /// Calls `body` with each row's index, in order.
-    public func forEach(_ body: (Int) throws -> Void) rethrows {
+    public func forEachRow(_ body: (Int) throws -> Void) rethrows {
         for row in 0..<count { try body(row) }
     }
 }

@@ -202,7 +202,7 @@ final class LeaseKeeper: Sendable {
                 LeaseKeeper.heartbeat, [settings.hostID, String(settings.leaseSeconds)]
             ) { rows in
                 var held: [Int64: Int] = [:]
-                rows.forEach { held[rows.integer($0, 0)] = Int(rows.integer($0, 1)) }
+                rows.forEachRow { held[rows.integer($0, 0)] = Int(rows.integer($0, 1)) }
                 return held
             }
             keeper.heartbeats.add(1, ordering: .relaxed)

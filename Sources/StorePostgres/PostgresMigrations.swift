@@ -121,7 +121,7 @@ enum PostgresMigrations {
         guard exists else { return [] }
         return try connection.query(sql: "SELECT version FROM schema_migrations") { rows in
             var versions = Set<Int>()
-            rows.forEach { versions.insert(Int(rows.integer($0, 0))) }
+            rows.forEachRow { versions.insert(Int(rows.integer($0, 0))) }
             return versions
         }
     }

@@ -318,7 +318,7 @@ extension PostgresStore {
         try await mapErrors {
             try await pool.query(Self.taskCounts, [], isRead: true) { rows in
                 var counts: [TaskState: Int] = [:]
-                rows.forEach { row in
+                rows.forEachRow { row in
                     if let state = TaskState(rawValue: rows.text(row, 0)) { counts[state] = Int(rows.integer(row, 1)) }
                 }
                 return counts

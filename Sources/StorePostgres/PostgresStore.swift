@@ -110,7 +110,7 @@ public final class PostgresStore: StoreBackend, SharedTaskQueue {
             try await pool.query(Self.userPage, [String(afterID), String(limit)], isRead: true) { rows in
                 var json = JSONWriter(capacity: min(rows.count, 1000) * 64 + 16)
                 var lastID: Int64?
-                rows.forEach { row in
+                rows.forEachRow { row in
                     let id = rows.integer(row, 0)
                     json.append(row == 0 ? "{\"id\":" : ",{\"id\":")
                     json.integer(id)

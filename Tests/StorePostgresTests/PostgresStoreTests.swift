@@ -37,7 +37,7 @@ import Testing
 
     @Test func hostsStartingTogetherApplyTheMigrationsOnce() async throws {
         let stores = (0..<3).map { _ in host() }
-        defer { stores.forEach { $0.close() } }
+        defer { for store in stores { store.close() } }
         let applied = try await withThrowingTaskGroup(of: [Int].self) { group in
             for store in stores { group.addTask { try await store.migrate() } }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -109,7 +109,7 @@ import Testing
 
     @Test func hostsClaimingAtOnceNeverTakeTheSameTask() async throws {
         let hosts = [try await migrated(), host(), host()]
-        defer { hosts.forEach { $0.close() } }
+        defer { for store in hosts { store.close() } }
         for index in 0..<300 {
             _ = try await hosts[index % 3].enqueue(
                 NewTask(kind: "sleep", payload: "{}", maxAttempts: 3, runAt: 0), queueLimit: 1000)
@@ -193,7 +193,7 @@ import Testing
 
     @Test func theQueueBoundAndIdempotencyKeysHoldAcrossHosts() async throws {
         let hosts = [try await migrated(), host()]
-        defer { hosts.forEach { $0.close() } }
+        defer { for store in hosts { store.close() } }
         let accepted = try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<40 {
                 group.addTask {
