@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test lint unit e2e build release bench soak deb clean
+.PHONY: run test lint unit e2e e2e-postgres cluster build release bench soak deb clean
 
 ## run: install what is missing, build, serve on http://127.0.0.1:8080 (Ctrl-C stops)
 run:
@@ -17,6 +17,22 @@ test:
 	swift build --build-tests
 	swift test --skip-build
 	USERSD_BIN=$$(swift build --show-bin-path)/usersd python3 -m pytest -q Tests/e2e
+	$(MAKE) e2e-postgres
+
+## e2e-postgres: the API end-to-end suite again, on a private PostgreSQL cluster (the
+## files below; the FastCGI fuzzing, SQLite fault, backup, systemd and packaging files
+## test what does not depend on the backend or only exists on SQLite)
+PG_E2E := test_routes test_create test_tasks test_email_key test_streaming test_concurrency test_tutorial \
+	test_stock_nginx test_keepalive test_log_escaping test_tcp_listen test_openapi test_cli test_hardening test_lifecycle
+e2e-postgres:
+	USERSD_TEST_BACKEND=postgres USERSD_BIN=$$(swift build --show-bin-path)/usersd \
+		python3 -m pytest -q $(addprefix Tests/e2e/,$(addsuffix .py,$(PG_E2E)))
+
+## cluster: a private PostgreSQL, three usersd hosts and nginx on http://127.0.0.1:8080 (Ctrl-C stops all)
+cluster:
+	scripts/deps.sh cluster
+	swift build -c release
+	scripts/cluster.sh
 
 ## lint: the toolchain's swift-format with the checked-in .swift-format; any finding fails
 lint:

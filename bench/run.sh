@@ -345,3 +345,10 @@ else
 fi
 echo
 log "results: $RESULTS${RESULTS_MD:+ (table: $RESULTS_MD)}"
+
+# ---------------------------------------------------------------- PostgreSQL
+# usersd on PostgreSQL against pgbench, SQLite and three hosts: bench/postgres.sh
+# (its own run dir, cluster and table bench/results/postgres.md). PG=0 skips it.
+if [[ "${PG:-1}" == 1 && "$MODE" != memory ]]; then
+  USERSD_BIN="$RUN/bin/usersd" DURATION="$DURATION" WARMUP="$WARMUP" NUSERS="$NUSERS" "$BENCH/postgres.sh"
+fi

@@ -70,7 +70,7 @@ if command -v dpkg-shlibdeps >/dev/null; then
 fi
 if [[ -z "$depends" ]]; then
   echo "build-deb: dpkg-shlibdeps unavailable (install dpkg-dev); using the known list" >&2
-  depends="libc6 (>= 2.34), libfcgi0ldbl (>= 2.4.2), libgcc-s1 (>= 3.0), libsqlite3-0 (>= 3.35.0), libstdc++6 (>= 12)"
+  depends="libc6 (>= 2.34), libfcgi0ldbl (>= 2.4.2), libgcc-s1 (>= 3.0), libpq5 (>= 15), libsqlite3-0 (>= 3.35.0), libstdc++6 (>= 12)"
 fi
 for needed in libc6 libfcgi0ldbl libsqlite3-0; do
   [[ "$depends" == *"$needed"* ]] || { echo "build-deb: Depends lacks $needed: $depends" >&2; exit 1; }

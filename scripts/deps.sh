@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build, run and test usersd.
 # Safe to run again: it only calls apt-get/pip when something is missing.
-#   scripts/deps.sh run    # build + run: libfcgi-dev, libsqlite3-dev, nginx
-#   scripts/deps.sh test   # + test tools: sqlite3, spawn-fcgi, wrk, pytest, requests, schemathesis
+#   scripts/deps.sh run    # build + run: libfcgi-dev, libsqlite3-dev, libpq-dev, nginx
+#   scripts/deps.sh test   # + test tools: sqlite3, postgresql, spawn-fcgi, wrk, pytest, requests, schemathesis
+#   scripts/deps.sh cluster  # run + postgresql (make cluster)
 #   scripts/deps.sh soak   # test tools (the soak drives load with wrk)
 #   scripts/deps.sh bench  # + wrk, PHP-FPM with PDO SQLite (a yardstick)
 set -euo pipefail
 mode="${1:-run}"
 
-packages=(libfcgi-dev libsqlite3-dev nginx-light curl)
+# libpq-dev builds the PostgreSQL backend in (a client library: running needs no server).
+packages=(libfcgi-dev libsqlite3-dev libpq-dev nginx-light curl)
+if [[ "$mode" == test || "$mode" == bench || "$mode" == cluster ]]; then
+  # Private clusters (scripts/pg-cluster.sh: initdb, pg_ctl, psql, pgbench); never the
+  # system cluster the package may create.
+  packages+=(postgresql postgresql-contrib)
+fi
 if [[ "$mode" == test || "$mode" == bench || "$mode" == soak ]]; then
   packages+=(sqlite3 spawn-fcgi libfcgi-bin systemd python3 strace dpkg-dev wrk)
 fi
@@ -16,6 +23,8 @@ if [[ "$mode" == test ]]; then
   # mount/umount and chattr for the full-disk and read-only fault tests: Priority
   # required but not Essential in Debian 12, so a minimal image may lack them.
   packages+=(mount e2fsprogs)
+  # ip netns and veth pairs for the zombie-host test (Tests/e2e/test_multihost.py).
+  packages+=(iproute2)
 fi
 if [[ "$mode" == deb ]]; then
   packages+=(dpkg-dev)

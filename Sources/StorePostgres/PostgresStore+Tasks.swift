@@ -107,34 +107,64 @@ extension PostgresStore {
         }
     }
 
-    /// Up to $2 due queued tasks, oldest due first, except the ids in $3 (an anti-join
-    /// on a hash of them, not a comparison per id), locked with SKIP LOCKED so hosts
-    /// claiming at once take different rows, then marked running with this host ($5)
-    /// and a lease of $6 seconds from the database's `now()`.
-    static let claim = PreparedStatement(
-        "claim",
-        """
-        WITH due AS (
-            SELECT t.id FROM tasks t
-            WHERE t.state = 'queued' AND t.run_at <= $1
-                AND NOT EXISTS (SELECT 1 FROM unnest($3::bigint[]) AS s(id) WHERE s.id = t.id)
-            ORDER BY t.run_at, t.id LIMIT $2
-            FOR UPDATE OF t SKIP LOCKED
-        )
-        UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, started_at = $4, updated_at = $4,
-            owner = $5, lease_until = now() + make_interval(secs => $6)
-        FROM due WHERE t.id = due.id
-        RETURNING \(taskColumns.split(separator: ",").map { "t." + $0.filter { $0 != " " } }.joined(separator: ", "))
-        """)
+    /// Marks the due queued tasks `due` selects (locked with SKIP LOCKED, so hosts
+    /// claiming at once take different rows) running with this host ($5) and a lease
+    /// of $6 seconds from the database's `now()`.
+    static func claiming(_ name: String, due: String) -> PreparedStatement {
+        PreparedStatement(
+            name,
+            """
+            WITH due AS (\(due) FOR UPDATE SKIP LOCKED)
+            UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, started_at = $4, updated_at = $4,
+                owner = $5, lease_until = now() + make_interval(secs => $6)
+            FROM due WHERE t.id = due.id
+            RETURNING \(taskColumns.split(separator: ",").map { "t." + $0.filter { $0 != " " } }.joined(separator: ", "))
+            """)
+    }
 
+    /// Up to $2 due tasks, oldest due first ($3 unused).
+    static let claim = claiming(
+        "claim",
+        due: """
+            SELECT id FROM tasks WHERE state = 'queued' AND run_at <= $1 AND $3::bigint[] IS NOT NULL
+            ORDER BY run_at, id LIMIT $2
+            """)
+    /// The tasks in $3 that are still queued and due ($2 unused).
+    static let claimChosen = claiming(
+        "claim_chosen",
+        due: """
+            SELECT id FROM tasks WHERE id = ANY($3::bigint[]) AND state = 'queued' AND run_at <= $1
+                AND $2::bigint IS NOT NULL
+            ORDER BY run_at, id
+            """)
+    /// Due queued tasks in claim order, ids only ($2 at most).
+    static let dueCandidates = PreparedStatement(
+        "due_candidates", "SELECT id FROM tasks WHERE state = 'queued' AND run_at <= $1 ORDER BY run_at, id LIMIT $2")
+
+    /// Claims up to `limit` due tasks. With ids to skip, the candidates are read first
+    /// (at most `limit` + the skipped count, in claim order) and filtered here, as the
+    /// SQLite backend does: a per-row anti-join against the skipped ids in SQL costs
+    /// PostgreSQL a nested loop, quadratic in the number of ids.
     public func claimDue(now: Int64, limit: Int, skipping: (@Sendable () -> Set<Int64>)?) async throws -> [TaskRecord] {
         let skipped = skipping?() ?? []
+        var statement = Self.claim
+        var chosen: [Int64] = []
+        if !skipped.isEmpty {
+            let candidates = try await mapErrors {
+                try await pool.query(Self.dueCandidates, [String(now), String(limit + skipped.count)], isRead: true) {
+                    rows in (0..<rows.count).map { rows.integer($0, 0) }
+                }
+            }
+            chosen = Array(candidates.lazy.filter { !skipped.contains($0) }.prefix(limit))
+            guard !chosen.isEmpty else { return [] }
+            statement = Self.claimChosen
+        }
         let parameters = [
-            String(now), String(limit), Self.array(skipped), UTCTimestamp.now(), settings.hostID,
+            String(now), String(limit), Self.array(chosen), UTCTimestamp.now(), settings.hostID,
             String(settings.leaseSeconds),
         ]
         let records = try await mapErrors {
-            try await pool.query(Self.claim, parameters) { rows in (0..<rows.count).map { Self.task(rows, $0) } }
+            try await pool.query(statement, parameters) { rows in (0..<rows.count).map { Self.task(rows, $0) } }
         }
         claims.withLock { claims in
             for record in records { claims[record.id] = record.attempts }
@@ -142,18 +172,20 @@ extension PostgresStore {
         return records.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
     }
 
-    static let nextRunAt = PreparedStatement(
-        "next_run_at",
-        """
-        SELECT t.run_at FROM tasks t
-        WHERE t.state = 'queued' AND NOT EXISTS (SELECT 1 FROM unnest($1::bigint[]) AS s(id) WHERE s.id = t.id)
-        ORDER BY t.run_at, t.id LIMIT 1
-        """)
+    static let earliestQueued = PreparedStatement(
+        "earliest_queued", "SELECT min(run_at) FROM tasks WHERE state = 'queued'")
+    static let queuedInOrder = PreparedStatement(
+        "queued_in_order", "SELECT id, run_at FROM tasks WHERE state = 'queued' ORDER BY run_at, id LIMIT $1")
 
+    /// Like `claimDue`, skipped ids are passed over here: at most their number of rows
+    /// is read beyond the first one kept.
     public func nextRunAt(skipping: Set<Int64>) async throws -> Int64? {
         try await mapErrors {
-            try await pool.query(Self.nextRunAt, [Self.array(skipping)], isRead: true) { rows in
-                rows.count == 1 ? rows.integer(0, 0) : nil
+            if skipping.isEmpty {
+                return try await pool.query(Self.earliestQueued, [], isRead: true) { $0.optionalInteger(0, 0) }
+            }
+            return try await pool.query(Self.queuedInOrder, [String(skipping.count + 1)], isRead: true) { rows in
+                (0..<rows.count).first { !skipping.contains(rows.integer($0, 0)) }.map { rows.integer($0, 1) }
             }
         }
     }
