@@ -13,8 +13,8 @@ import Synchronization
 ///   `now() + leaseSeconds` on the database's clock, and re-queues every task (of any
 ///   host) whose lease expired: its host died or has been cut off for a whole lease;
 /// - every `pollMilliseconds`: hands the scheduler the cancels asked for this host's
-///   tasks (through any host), and wakes it when due tasks have waited that long
-///   unclaimed (another host enqueued them, or died before running them).
+///   tasks (through any host), and wakes it when due tasks have waited unclaimed past
+///   their enqueuing host's first claim (that host is busy, or died before running them).
 ///
 /// So a task of a host that dies is queued again at most `leaseSeconds +
 /// heartbeatSeconds` after that host's last heartbeat, and claimed by a host with a
@@ -63,7 +63,7 @@ final class LeaseKeeper: Sendable {
                     WHEN t.attempts >= t.max_attempts
                         THEN 'lease of ' || t.owner || ' expired with no attempts left'
                     ELSE 'lease of ' || t.owner || ' expired (host stopped or cut off)' END,
-                cancel_requested = false, owner = NULL, lease_until = NULL, updated_at = $2
+                cancel_requested = false, owner = NULL, lease_until = NULL, enqueued_by = NULL, updated_at = $2
             FROM expired WHERE t.id = expired.id
             RETURNING t.id, t.state
         ), counted AS (
@@ -221,7 +221,9 @@ final class LeaseKeeper: Sendable {
 
         private mutating func poll(on connection: PostgresConnection) throws {
             let settings = keeper.settings
-            let since = WallClock.milliseconds() - Int64(settings.pollMilliseconds)
+            // Due long enough that any host may claim them, and left unclaimed since.
+            let since =
+                WallClock.milliseconds() - PostgresStore.firstClaimMilliseconds - Int64(settings.pollMilliseconds)
             let (waiting, cancels) = try connection.query(LeaseKeeper.poll, [String(since), settings.hostID]) {
                 rows in (rows.integer(0, 0) == 1, Self.ids(rows.text(0, 1)))
             }

@@ -46,8 +46,8 @@ extension PostgresStore {
             SELECT count(*) < $7::bigint AS ok FROM (SELECT 1 FROM tasks WHERE state = 'queued' LIMIT $7) q
         ), inserted AS (
             INSERT INTO tasks (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at,
-                idempotency_key)
-            SELECT $1, $2, 'queued', 0, $3, $4, $5, $5, $6
+                idempotency_key, enqueued_by)
+            SELECT $1, $2, 'queued', 0, $3, $4, $5, $5, $6, $8
             WHERE NOT EXISTS (SELECT 1 FROM existing) AND (SELECT ok FROM room)
             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING \(taskColumns)
@@ -61,7 +61,7 @@ extension PostgresStore {
     public func enqueue(_ task: NewTask, queueLimit: Int) async throws -> (task: TaskRecord, created: Bool) {
         let parameters = [
             task.kind, task.payload, String(task.maxAttempts), String(task.runAt), UTCTimestamp.now(),
-            task.idempotencyKey, String(queueLimit),
+            task.idempotencyKey, String(queueLimit), settings.hostID,
         ]
         for _ in 0..<3 {
             let outcome = try await mapErrors {
@@ -122,24 +122,44 @@ extension PostgresStore {
             """)
     }
 
-    /// Up to $2 due tasks, oldest due first ($3 unused).
+    /// How long a task is the enqueuing host's alone once due: that host claims it the
+    /// moment it commits (or runs it by id: a new user's welcome), so another host taking
+    /// it first would only cost both a claim. After this, any host may: the enqueuing
+    /// host is busy, or dead.
+    static let firstClaimMilliseconds: Int64 = 1000
+
+    /// Which due tasks this host ($5) may claim at $1: its own, those no host has first
+    /// claim on (rescued, re-queued at a shutdown), and others' due for
+    /// `firstClaimMilliseconds`.
+    static let claimable = """
+        state = 'queued' AND run_at <= $1
+            AND (enqueued_by IS NULL OR enqueued_by = $5 OR run_at <= $1 - \(firstClaimMilliseconds))
+        """
+
+    /// Up to $2 claimable tasks, oldest due first ($3 unused).
     static let claim = claiming(
         "claim",
         due: """
-            SELECT id FROM tasks WHERE state = 'queued' AND run_at <= $1 AND $3::bigint[] IS NOT NULL
+            SELECT id FROM tasks WHERE \(claimable) AND $3::bigint[] IS NOT NULL
             ORDER BY run_at, id LIMIT $2
             """)
-    /// The tasks in $3 that are still queued and due ($2 unused).
+    /// The tasks in $3 that are still claimable ($2 unused).
     static let claimChosen = claiming(
         "claim_chosen",
         due: """
-            SELECT id FROM tasks WHERE id = ANY($3::bigint[]) AND state = 'queued' AND run_at <= $1
-                AND $2::bigint IS NOT NULL
+            SELECT id FROM tasks WHERE id = ANY($3::bigint[]) AND \(claimable) AND $2::bigint IS NOT NULL
             ORDER BY run_at, id
             """)
-    /// Due queued tasks in claim order, ids only ($2 at most).
+    /// Claimable tasks in claim order, ids only ($2 at most; $3 unused, $4 this host).
     static let dueCandidates = PreparedStatement(
-        "due_candidates", "SELECT id FROM tasks WHERE state = 'queued' AND run_at <= $1 ORDER BY run_at, id LIMIT $2")
+        "due_candidates",
+        """
+        SELECT id FROM tasks
+        WHERE state = 'queued' AND run_at <= $1
+            AND (enqueued_by IS NULL OR enqueued_by = $4 OR run_at <= $1 - \(firstClaimMilliseconds))
+            AND $3::text IS NULL
+        ORDER BY run_at, id LIMIT $2
+        """)
 
     /// Claims up to `limit` due tasks. With ids to skip, the candidates are read first
     /// (at most `limit` + the skipped count, in claim order) and filtered here, as the
@@ -151,7 +171,9 @@ extension PostgresStore {
         var chosen: [Int64] = []
         if !skipped.isEmpty {
             let candidates = try await mapErrors {
-                try await pool.query(Self.dueCandidates, [String(now), String(limit + skipped.count)], isRead: true) {
+                try await pool.query(
+                    Self.dueCandidates, [String(now), String(limit + skipped.count), nil, settings.hostID], isRead: true
+                ) {
                     rows in (0..<rows.count).map { rows.integer($0, 0) }
                 }
             }
@@ -172,20 +194,35 @@ extension PostgresStore {
         return records.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
     }
 
-    static let earliestQueued = PreparedStatement(
-        "earliest_queued", "SELECT min(run_at) FROM tasks WHERE state = 'queued'")
+    /// When this host ($1) may claim a queued task next: its own tasks' earliest due
+    /// time, or another host's plus `firstClaimMilliseconds` (each an index range).
+    static let earliestClaimable = PreparedStatement(
+        "earliest_claimable",
+        """
+        SELECT least(
+            (SELECT min(run_at) FROM tasks WHERE state = 'queued' AND enqueued_by = $1),
+            (SELECT min(run_at) FROM tasks WHERE state = 'queued' AND enqueued_by IS NULL),
+            (SELECT run_at + \(firstClaimMilliseconds) FROM tasks
+             WHERE state = 'queued' AND enqueued_by IS DISTINCT FROM $1 ORDER BY run_at, id LIMIT 1))
+        """)
     static let queuedInOrder = PreparedStatement(
-        "queued_in_order", "SELECT id, run_at FROM tasks WHERE state = 'queued' ORDER BY run_at, id LIMIT $1")
+        "queued_in_order",
+        """
+        SELECT id, run_at, coalesce(enqueued_by = $2, true) FROM tasks WHERE state = 'queued'
+        ORDER BY run_at, id LIMIT $1
+        """)
 
-    /// Like `claimDue`, skipped ids are passed over here: at most their number of rows
-    /// is read beyond the first one kept.
+    /// When this host may claim a task next. Skipped ids are passed over in Swift: at
+    /// most their number of rows (and 16 more) is read.
     public func nextRunAt(skipping: Set<Int64>) async throws -> Int64? {
-        try await mapErrors {
+        let host = settings.hostID
+        return try await mapErrors {
             if skipping.isEmpty {
-                return try await pool.query(Self.earliestQueued, [], isRead: true) { $0.optionalInteger(0, 0) }
+                return try await pool.query(Self.earliestClaimable, [host], isRead: true) { $0.optionalInteger(0, 0) }
             }
-            return try await pool.query(Self.queuedInOrder, [String(skipping.count + 1)], isRead: true) { rows in
-                (0..<rows.count).first { !skipping.contains(rows.integer($0, 0)) }.map { rows.integer($0, 1) }
+            return try await pool.query(Self.queuedInOrder, [String(skipping.count + 16), host], isRead: true) { rows in
+                (0..<rows.count).filter { !skipping.contains(rows.integer($0, 0)) }
+                    .map { rows.integer($0, 1) + (rows.integer($0, 2) == 1 ? 0 : Self.firstClaimMilliseconds) }.min()
             }
         }
     }
@@ -240,14 +277,14 @@ extension PostgresStore {
         "retry",
         """
         UPDATE tasks SET state = 'queued', run_at = $6, last_error = $7, updated_at = $1, owner = NULL,
-            lease_until = NULL
+            lease_until = NULL, enqueued_by = $2
         WHERE \(fence) AND $5::text IS NOT NULL
         """)
     static let requeue = PreparedStatement(
         "requeue",
         """
         UPDATE tasks SET state = 'queued', run_at = $6, attempts = greatest(attempts - 1, 0), updated_at = $1,
-            owner = NULL, lease_until = NULL
+            owner = NULL, lease_until = NULL, enqueued_by = NULL
         WHERE \(fence) AND $5::text IS NOT NULL
         """)
 

@@ -69,8 +69,9 @@ public final class PostgresStore: StoreBackend, SharedTaskQueue {
             INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
             ON CONFLICT (email_key) DO NOTHING RETURNING id
         ), t AS (
-            INSERT INTO tasks (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
-            SELECT 'welcome', '{"user_id":' || u.id || '}', 'queued', 0, $5, $6, $4, $4 FROM u RETURNING id
+            INSERT INTO tasks (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at,
+                enqueued_by)
+            SELECT 'welcome', '{"user_id":' || u.id || '}', 'queued', 0, $5, $6, $4, $4, $7 FROM u RETURNING id
         )
         SELECT u.id, t.id FROM u, t
         """)
@@ -79,6 +80,7 @@ public final class PostgresStore: StoreBackend, SharedTaskQueue {
         let stamp = UTCTimestamp.now()
         let parameters = [
             name, email, EmailKey.of(email), stamp, String(settings.welcomeMaxAttempts), String(now()),
+            settings.hostID,
         ]
         let ids = try await mapErrors {
             try await pool.query(Self.createUser, parameters) { rows in
