@@ -74,7 +74,9 @@ extension PostgresStore {
             }
             switch outcome {
             case ("full", _)?: throw TaskStoreError.queueFull
-            case (let what, let record?)?: return (record, what == "created")
+            case (let what, let record?)?:
+                queuedHere()
+                return (record, what == "created")
             default: continue  // lost a race for the key: the other insert is visible now
             }
         }
@@ -123,17 +125,20 @@ extension PostgresStore {
     }
 
     /// How long a task is the enqueuing host's alone once due: that host claims it the
-    /// moment it commits (or runs it by id: a new user's welcome), so another host taking
-    /// it first would only cost both a claim. After this, any host may: the enqueuing
-    /// host is busy, or dead.
+    /// moment it commits, and runs a new user's welcome by id with others in one
+    /// statement, so a claim by another host (or by its own claim path, for a welcome
+    /// committed but not yet handed to its scheduler) would only cost a claim and a
+    /// completion per task. After this, any host may: the enqueuing host is busy, or
+    /// dead.
     static let firstClaimMilliseconds: Int64 = 1000
 
-    /// Which due tasks this host ($5) may claim at $1: its own, those no host has first
-    /// claim on (rescued, re-queued at a shutdown), and others' due for
+    /// Which due tasks this host ($5) may claim at $1: its own (welcomes excepted), those
+    /// no host has first claim on (rescued, re-queued at a shutdown), and any due for
     /// `firstClaimMilliseconds`.
     static let claimable = """
         state = 'queued' AND run_at <= $1
-            AND (enqueued_by IS NULL OR enqueued_by = $5 OR run_at <= $1 - \(firstClaimMilliseconds))
+            AND (run_at <= $1 - \(firstClaimMilliseconds) OR enqueued_by IS NULL
+                OR (enqueued_by = $5 AND kind <> '\(WelcomeTask.kind)'))
         """
 
     /// Up to $2 claimable tasks, oldest due first ($3 unused).
@@ -156,7 +161,8 @@ extension PostgresStore {
         """
         SELECT id FROM tasks
         WHERE state = 'queued' AND run_at <= $1
-            AND (enqueued_by IS NULL OR enqueued_by = $4 OR run_at <= $1 - \(firstClaimMilliseconds))
+            AND (run_at <= $1 - \(firstClaimMilliseconds) OR enqueued_by IS NULL
+                OR (enqueued_by = $4 AND kind <> '\(WelcomeTask.kind)'))
             AND $3::text IS NULL
         ORDER BY run_at, id LIMIT $2
         """)
@@ -194,27 +200,48 @@ extension PostgresStore {
         return records.sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
     }
 
-    /// When this host ($1) may claim a queued task next: its own tasks' earliest due
-    /// time, or another host's plus `firstClaimMilliseconds` (each an index range).
+    /// When this host ($1) may claim a queued task next (see `claimable`; each part an
+    /// index range).
     static let earliestClaimable = PreparedStatement(
         "earliest_claimable",
         """
         SELECT least(
-            (SELECT min(run_at) FROM tasks WHERE state = 'queued' AND enqueued_by = $1),
+            (SELECT min(run_at) FROM tasks
+             WHERE state = 'queued' AND enqueued_by = $1 AND kind <> '\(WelcomeTask.kind)'),
             (SELECT min(run_at) FROM tasks WHERE state = 'queued' AND enqueued_by IS NULL),
-            (SELECT run_at + \(firstClaimMilliseconds) FROM tasks
-             WHERE state = 'queued' AND enqueued_by IS DISTINCT FROM $1 ORDER BY run_at, id LIMIT 1))
+            (SELECT run_at + \(firstClaimMilliseconds) FROM tasks WHERE state = 'queued' ORDER BY run_at, id LIMIT 1))
         """)
     static let queuedInOrder = PreparedStatement(
         "queued_in_order",
         """
-        SELECT id, run_at, coalesce(enqueued_by = $2, true) FROM tasks WHERE state = 'queued'
-        ORDER BY run_at, id LIMIT $1
+        SELECT id, run_at, enqueued_by IS NULL OR (enqueued_by = $2 AND kind <> '\(WelcomeTask.kind)') FROM tasks
+        WHERE state = 'queued' ORDER BY run_at, id LIMIT $1
         """)
+
+    /// A `nextRunAt` answer is reused for this long, unless this host queued a task
+    /// since. The scheduler asks after every pass of its loop (each new user's welcome
+    /// makes one), hundreds of times a second under load: the answer only sets its
+    /// timer, and due work also wakes it (an enqueue here, the lease keeper's poll).
+    static let nextRunAtMemoNanoseconds: UInt64 = 50_000_000
+
+    /// Forgets the memo: this host queued a task that may be due before it.
+    func queuedHere() {
+        nextRunAtMemo.withLock { $0 = nil }
+    }
 
     /// When this host may claim a task next. Skipped ids are passed over in Swift: at
     /// most their number of rows (and 16 more) is read.
     public func nextRunAt(skipping: Set<Int64>) async throws -> Int64? {
+        let now = MonotonicClock.nanoseconds()
+        if let memo = nextRunAtMemo.withLock({ $0 }), now &- memo.at < Self.nextRunAtMemoNanoseconds {
+            return memo.value
+        }
+        let value = try await readNextRunAt(skipping: skipping)
+        nextRunAtMemo.withLock { $0 = (now, value) }
+        return value
+    }
+
+    private func readNextRunAt(skipping: Set<Int64>) async throws -> Int64? {
         let host = settings.hostID
         return try await mapErrors {
             if skipping.isEmpty {
@@ -293,7 +320,8 @@ extension PostgresStore {
     }
 
     public func markRetry(id: Int64, runAt: Int64, error: String) async throws -> Bool {
-        try await move(Self.retry, id: id, [String(runAt), error])
+        defer { queuedHere() }
+        return try await move(Self.retry, id: id, [String(runAt), error])
     }
 
     public func markFailed(id: Int64, error: String) async throws -> Bool {
@@ -305,7 +333,8 @@ extension PostgresStore {
     }
 
     public func requeue(id: Int64, now: Int64) async throws -> Bool {
-        try await move(Self.requeue, id: id, [String(now)])
+        defer { queuedHere() }
+        return try await move(Self.requeue, id: id, [String(now)])
     }
 
     // MARK: - Cancel

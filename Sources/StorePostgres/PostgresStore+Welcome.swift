@@ -79,7 +79,19 @@ extension PostgresStore {
         SELECT id FROM moved
         """)
 
+    /// A batch smaller than this waits `welcomeGatherMilliseconds` before it is sent.
+    static let welcomeGatherBelow = 32
+    static let welcomeGatherMilliseconds = 3
+
+    /// Under a stream of new users the scheduler hands over a handful of ids per pass;
+    /// each batch is a transaction with its own commit (and flush), so many small ones
+    /// cost PostgreSQL more than the inserts they follow, and every host adds its own. A
+    /// small batch therefore waits a few milliseconds first (nobody waits for a welcome):
+    /// the ids noted meanwhile go in the next, fuller batch.
     public func runQueuedWelcomes(ids: [Int64], now: Int64) async throws -> [Int64] {
+        if ids.count < Self.welcomeGatherBelow {
+            try? await Task.sleep(for: .milliseconds(Self.welcomeGatherMilliseconds))
+        }
         var seen = Set<Int64>(minimumCapacity: ids.count)
         let unique = ids.filter { seen.insert($0).inserted }
         guard !unique.isEmpty else { return [] }

@@ -40,6 +40,8 @@ public final class PostgresStore: StoreBackend, SharedTaskQueue {
     /// This host's claims: task id -> attempt. Every move of a running task is fenced by
     /// host and attempt (`owner = $host AND attempts = $attempt`).
     let claims = Mutex<[Int64: Int]>([:])
+    /// The last `nextRunAt` answer and when it was read (monotonic ns): see there.
+    let nextRunAtMemo = Mutex<(at: UInt64, value: Int64?)?>(nil)
     let leases: LeaseKeeper
 
     public init(settings: Settings, now: @escaping @Sendable () -> Int64 = WallClock.milliseconds) {
