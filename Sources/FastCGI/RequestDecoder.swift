@@ -8,12 +8,17 @@ import Synchronization
 enum RequestDecoder {
     enum Outcome {
         case request(Request)
-        /// To be answered with the error without calling a handler (body too large);
-        /// the request carries everything but the body.
+        /// To be answered with the error without calling a handler (not admitted, or
+        /// the body too large); the request carries everything but the body.
         case rejected(Request, HTTPError)
     }
 
-    static func decode(_ request: FCGX_Request, maxBodyBytes: Int) -> Outcome {
+    /// Decodes the params, asks `admit` whether the request may go on (see
+    /// `Responder.admit`), then reads the body. A refused request's body, like one
+    /// over the limit, is discarded unread.
+    static func decode(
+        _ request: FCGX_Request, maxBodyBytes: Int, admit: (inout Request) -> HTTPError? = { _ in nil }
+    ) -> Outcome {
         // One pass over the params: the ones usersd routes on, and HTTP_* as headers.
         var known = KnownParams()
         var headers = HTTPHeaders()
@@ -36,6 +41,10 @@ enum RequestDecoder {
         }
         let params = CGIParams { known[$0] }
         var decoded = params.request(headers: headers)
+        if let refusal = admit(&decoded) {
+            discard(request.in)
+            return .rejected(decoded, refusal)
+        }
         if let contentLength = params.contentLength, contentLength > maxBodyBytes {
             discard(request.in)
             return .rejected(decoded, tooLarge(maxBodyBytes))

@@ -10,10 +10,20 @@ import Metrics
 /// A streamed answer is logged when its last byte was handed to the connection, not
 /// when the handler returned its head: the line's duration and the latency histogram
 /// cover the whole stream.
+///
+/// With access control on (`--auth-file`), `admit` asks it before the body is read;
+/// a refused request is answered and logged through `respond(rejected:with:)`. The
+/// line names the request's token (`token_name`), never the token.
 struct AccessLogResponder: Responder {
     let inner: RouterResponder
     let slowRequestMilliseconds: Int
     let metrics: RequestMetrics
+    let accessControl: AccessControl?
+
+    func admit(_ request: inout Request) -> HTTPError? {
+        guard let accessControl else { return nil }
+        return accessControl.admit(&request)
+    }
 
     func respond(to request: Request) async -> Response {
         let start = MonotonicClock.nanoseconds()
@@ -58,7 +68,7 @@ struct AccessLogResponder: Responder {
         let level: LogLevel = aborted || milliseconds >= Double(slowRequestMilliseconds) ? .warning : .info
         Log.request(
             level, requestID: request.requestID, method: request.method, path: request.path,
-            status: response.status.code, milliseconds: milliseconds, aborted: aborted
+            status: response.status.code, milliseconds: milliseconds, tokenName: request.principal, aborted: aborted
         )
     }
 }

@@ -26,6 +26,7 @@ struct Maintenance {
     func check() -> Int32 {
         var problems = 0
         print("configuration: ok (database \(configuration.databasePath))")
+        problems += checkTokenFile()
         if FileManager.default.fileExists(atPath: configuration.databasePath) {
             do {
                 let backend = try Backends.open(configuration, forServing: false)
@@ -48,6 +49,23 @@ struct Maintenance {
             problems += NginxSiteCheck(configuration: configuration).run(path: site)
         }
         return problems == 0 ? 0 : 1
+    }
+
+    /// Reports access control: off without `--auth-file`, else the file's tokens or
+    /// why `serve` would refuse it. Returns the number of problems (0 or 1).
+    private func checkTokenFile() -> Int {
+        guard let path = configuration.authFile else {
+            print("access control: off (no --auth-file: every route is open)")
+            return 0
+        }
+        do {
+            let file = try TokenFile.load(path: path)
+            print("access control: on, \(path): \(file.entries.count) tokens (\(file.scopeCounts))")
+            return 0
+        } catch {
+            print("access control: \(error.message)")
+            return 1
+        }
     }
 
     /// `usersd backup PATH`: copies the database (which may be serving) into a new file
