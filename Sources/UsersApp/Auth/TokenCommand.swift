@@ -157,9 +157,10 @@ public enum TokenCommand: Sendable, Equatable {
 
     /// The text without its line number `line` (1-based); every other byte stays.
     static func removingLine(_ line: Int, from text: String) -> String {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        // Lines as `TokenFile.parse` numbers them: split at each LF byte.
+        var lines = Array(text.utf8).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         lines.remove(at: line - 1)
-        return lines.joined(separator: "\n")
+        return String(decoding: Array(lines.joined(separator: [UInt8(ascii: "\n")])), as: UTF8.self)
     }
 }
 

@@ -94,9 +94,14 @@ public struct TokenFile: Sendable, Equatable {
     public static func parse(_ text: String) throws(TokenFileError) -> TokenFile {
         var entries: [TokenEntry] = []
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Lines end at each LF byte (a CR before it is white space): not at Characters,
+        // which take CR LF as one.
+        for rawLine in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
-            let fields = rawLine.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            let fields = Substring(rawLine).unicodeScalars.split(whereSeparator: {
+                $0 == " " || $0 == "\t" || $0 == "\r"
+            })
+            .map { Substring($0) }
             guard let first = fields.first, !first.hasPrefix("#") else { continue }
             let significant = fields.prefix { !$0.hasPrefix("#") }
             guard significant.count == 3 else {
