@@ -448,3 +448,53 @@ def test_check_reports_the_token_file(tmp_path):
     path.chmod(0o644)
     bad = usersd("check", "--db", db, "--auth-file", str(path))
     assert bad.returncode == 1 and "access control:" in bad.stdout and "every user may read" in bad.stdout, bad
+
+
+# --------------------------------------------------------------------------- nginx limit_req
+
+
+def uncomment_limit_req(site: str) -> str:
+    """The shipped site with its commented-out rate limit turned on, as its comment
+    tells an operator to: the "#" right before each directive removed (directive
+    lines are the commented lines with no space after the "#", or four in the map)."""
+    return re.sub(r"(?m)^(\s*)#(?=\S|    )", r"\1", site)
+
+
+class LimitedNginx(harness.Nginx):
+    """The shipped site with the rate limit on, its rate slowed to one write a minute
+    so that nothing refills while the test runs: the burst is then exact."""
+
+    def _render(self):
+        conf = super()._render()
+        site = self.run_dir / "site.conf"
+        text = uncomment_limit_req(site.read_text())
+        assert "rate=10r/s;" in text
+        site.write_text(text.replace("rate=10r/s;", "rate=1r/m;"))
+        return conf
+
+
+def test_the_sites_recommended_limit_req_limits_writes_only(make_stack):
+    shipped = (harness.REPO_ROOT / "nginx" / "usersd.conf").read_text()
+    turned_on = uncomment_limit_req(shipped)
+    # exactly the map, the zone and the two limit_req lines change
+    changed = [line for old, line in zip(shipped.splitlines(), turned_on.splitlines()) if old != line]
+    assert len(changed) == 8 and sum("limit_req" in line for line in changed) == 3, changed
+    stack = make_stack()
+    stack.nginx = LimitedNginx(stack.dir, stack.service.socket)
+    stack.service.nginx = stack.nginx
+    stack.start()
+    with requests.Session() as http:
+        # reads are never limited
+        for _ in range(60):
+            assert http.get(stack.url("/users?limit=1"), timeout=TIMEOUT).status_code == 200
+        # writes from one address: one, a burst of 20 more, then 429
+        statuses = [http.post(stack.url("/users"), json={"name": "w", "email": unique_email("lim")}, timeout=TIMEOUT)
+                    for _ in range(30)]
+        codes = [r.status_code for r in statuses]
+        assert codes == [201] * 21 + [429] * 9, codes
+        limited = next(r for r in statuses if r.status_code == 429)
+        assert limited.headers.get("Retry-After") == "1"
+        expect_error(limited, 429)
+        # the seed's GET /start-task is a write: limited too, while reads still pass
+        assert http.get(stack.url("/start-task"), timeout=TIMEOUT).status_code == 429
+        assert http.get(stack.url("/users?limit=1"), timeout=TIMEOUT).status_code == 200
