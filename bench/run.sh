@@ -35,7 +35,8 @@ WRK_THREADS="${WRK_THREADS:-2}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-10s}"
 NUSERS="${NUSERS:-1000}"                 # users seeded for the throughput runs
 MEM_USERS="${MEM_USERS:-1000000}"        # users streamed by the memory run
-TARGETS="${TARGETS:-static c usersd}"    # + c-site: the C floor behind a copy of the shipped location
+TARGETS="${TARGETS:-static c usersd usersd-auth}"  # + c-site: the C floor behind a copy of the shipped location
+                                         # usersd-auth: usersd with --auth-file, driven with a token
 ROUTES="${ROUTES:-get_user users add_user mixed start_task}"
 SITE="${SITE:-$ROOT/nginx/usersd.conf}"  # the shipped nginx site, rendered under $PREFIX
 PREFIX="${PREFIX:-/usersd}"              # URL prefix of usersd (usersd --prefix)
@@ -72,7 +73,7 @@ if [[ -z "$CC" ]]; then
 fi
 [[ -n "$CC" ]] || die "no C compiler (cc, gcc or clang) for the C floor"
 
-mkdir -p "$RUN"/{bin,logs,nginx-tmp,usersd,usersd-mem}
+mkdir -p "$RUN"/{bin,logs,nginx-tmp,usersd,usersd-auth,usersd-mem}
 : >"$RESULTS"
 
 # ---------------------------------------------------------------- processes
@@ -135,25 +136,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_usersd NAME DB [ARGS...]: start usersd on $RUN/usersd.sock and wait for READY=1
+# start_usersd NAME DB [ARGS...]: start usersd on $RUN/usersd.sock (START_SOCK) under
+# --prefix $PREFIX (START_PREFIX) and wait for READY=1
 READY_S=""
 start_usersd() {
   local name="$1" db="$2"; shift 2
   local ns="$RUN/notify-$name.sock" pidfile="$RUN/$name.pid" nw
-  rm -f "$pidfile" "$RUN/usersd.sock"
+  local sock="${START_SOCK:-$RUN/usersd.sock}" prefix="${START_PREFIX:-$PREFIX}"
+  rm -f "$pidfile" "$sock"
   "${TOOLS[@]}" notify-wait "$ns" --timeout 60 --pidfile "$pidfile" >"$RUN/$name.ready" 2>"$RUN/logs/$name-notify.log" &
   nw=$!
   PIDS+=("notify-$name:$nw")
   for _ in $(seq 1 200); do [[ -S "$ns" ]] && break; sleep 0.02; done
-  start "$name" env NOTIFY_SOCKET="$ns" "$USERSD" serve --socket "$RUN/usersd.sock" --db "$db" \
-    --log-level warning --prefix "$PREFIX" "$@"
+  start "$name" env NOTIFY_SOCKET="$ns" "$USERSD" serve --socket "$sock" --db "$db" \
+    --log-level warning --prefix "$prefix" "$@"
   echo "$LAST_PID" >"$pidfile"
   if ! wait "$nw"; then
     tail -n 20 "$RUN/logs/$name.log" >&2
     die "$name did not report READY=1 ($(cat "$RUN/logs/$name-notify.log"))"
   fi
   READY_S="$(cat "$RUN/$name.ready")"
-  log "$name ready after ${READY_S}s (pid $LAST_PID): usersd serve --socket $RUN/usersd.sock --db $db --prefix $PREFIX $*"
+  log "$name ready after ${READY_S}s (pid $LAST_PID): usersd serve --socket $sock --db $db --prefix $prefix $*"
 }
 # migrate DB: create usersd's schema in a fresh database
 migrate() {
@@ -189,6 +192,7 @@ USERSD="$RUN/bin/usersd"
 "${TOOLS[@]}" users-json "$NUSERS" "$RUN/users.json"
 cp /etc/nginx/fastcgi_params "$RUN/fastcgi_params"   # the shipped site includes the stock file
 csite=(); [[ " $TARGETS " == *" c-site "* ]] && csite=(--c-site)
+[[ " $TARGETS " == *" usersd-auth "* ]] && csite+=(--usersd-auth "$PREFIX-auth")
 "${TOOLS[@]}" render-site --site "$SITE" --socket "$RUN/usersd.sock" --port "$PORT" --prefix "$PREFIX" \
   --run "$RUN" --bench "$BENCH" --locations-template "$BENCH/nginx/bench-locations.conf.template" \
   --keepalive "$KEEPALIVE" "${csite[@]+"${csite[@]}"}"
@@ -200,14 +204,19 @@ nginx -t -p "$RUN" -c "$RUN/nginx.conf" >"$RUN/logs/nginx-t.log" 2>&1 ||
 start nginx nginx -p "$RUN" -c "$RUN/nginx.conf"
 NGINX_PID="$LAST_PID"
 
-wait_200() {  # wait_200 URL
-  local code=""
+AUTH_TOKEN=""   # usersd-auth's token (write scope: every route the bench drives)
+auth_header() {  # auth_header PREFIX: curl arguments with the token for usersd-auth's prefix
+  [[ "$1" == "$PREFIX-auth" && -n "$AUTH_TOKEN" ]] && printf '%s\n' -H "Authorization: Bearer $AUTH_TOKEN"
+  return 0
+}
+wait_200() {  # wait_200 URL [CURL ARGS...]
+  local code="" url="$1"; shift
   for _ in $(seq 1 100); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)"
+    code="$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)"
     [[ "$code" == 200 ]] && return 0
     sleep 0.1
   done
-  die "$1 answers $code, not 200"
+  die "$url answers $code, not 200"
 }
 
 meta() {  # meta KEY=VALUE... (strings) -> one meta JSON line
@@ -248,8 +257,8 @@ if [[ "$MODE" != memory ]]; then
       static) targets+=("static=/static=") ;;
       c) start c "$RUN/bin/hello" "$RUN/c.sock" "$C_THREADS" "$RUN/users.json"; targets+=("c=/c=$LAST_PID") ;;
       c-site) start c-site "$RUN/bin/hello" "$RUN/c-site.sock" "$C_THREADS" "$RUN/users.json"; targets+=("c-site=/c-site=$LAST_PID") ;;
-      usersd) ;;
-      *) die "unknown target $t (static c c-site usersd)" ;;
+      usersd|usersd-auth) ;;
+      *) die "unknown target $t (static c c-site usersd usersd-auth)" ;;
     esac
   done
   USERSD_FLAGS=(--task-concurrency "$TASK_CONCURRENCY" --task-queue-limit "$TASK_QUEUE_LIMIT")
@@ -259,16 +268,32 @@ if [[ "$MODE" != memory ]]; then
     start_usersd usersd "$DB" "${USERSD_FLAGS[@]}"
     targets+=("usersd=$PREFIX=$LAST_PID")
   fi
+  if [[ " $TARGETS " == *" usersd-auth "* ]]; then
+    # The same, with access control on: its own copy of the seeded database, a token
+    # file with one write-scope token (every route here needs read or write), and a
+    # copy of the shipped location and upstream under $PREFIX-auth.
+    ADB="$RUN/usersd-auth/users.sqlite3"
+    migrate "$ADB"
+    "${TOOLS[@]}" seed-sql 1 "$NUSERS" | sqlite3 "$ADB"
+    AUTH_TOKEN="$("$USERSD" token add bench --scope write --auth-file "$RUN/usersd-auth/tokens" 2>>"$RUN/logs/token.log")"
+    START_SOCK="$RUN/usersd-auth.sock" START_PREFIX="$PREFIX-auth" \
+      start_usersd usersd-auth "$ADB" "${USERSD_FLAGS[@]}" --auth-file "$RUN/usersd-auth/tokens"
+    targets+=("usersd-auth=$PREFIX-auth=$LAST_PID=$AUTH_TOKEN")
+    c401="$(curl -s -o /dev/null -w '%{http_code}' "$BASE$PREFIX-auth/user/1")"
+    [[ "$c401" == 401 ]] || die "GET $PREFIX-auth/user/1 without a token -> $c401, not 401"
+  fi
   for spec in "${targets[@]}"; do
     IFS== read -r _ p _ <<<"$spec"
-    wait_200 "$BASE$p/user/1"
+    mapfile -t hdr < <(auth_header "$p")
+    wait_200 "$BASE$p/user/1" "${hdr[@]+"${hdr[@]}"}"
   done
 
   # GET /users must be the same bytes everywhere (measured before any POST)
   equal=null
   for spec in "${targets[@]}"; do
     IFS== read -r t p _ <<<"$spec"
-    curl -s -o "$RUN/users-$t.json" "$BASE$p/users"
+    mapfile -t hdr < <(auth_header "$p")
+    curl -s -o "$RUN/users-$t.json" "${hdr[@]+"${hdr[@]}"}" "$BASE$p/users"
     if cmp -s "$RUN/users.json" "$RUN/users-$t.json"; then
       log "GET $p/users: identical to users.json ($(stat -c %s "$RUN/users.json") bytes)"
       [[ $t == usersd ]] && equal=true
@@ -303,6 +328,7 @@ if [[ "$MODE" != memory ]]; then
     log "usersd stopped by SIGTERM in ${STOP_S}s, exit status $STOP_RC"
     echo "{\"kind\": \"usersd_stop\", \"exit\": $STOP_RC, \"seconds\": $STOP_S}" >>"$RESULTS"
   fi
+  [[ -n "$(pid_of usersd-auth)" ]] && stop_proc usersd-auth 30
   for t in c c-site; do [[ -n "$(pid_of "$t")" ]] && stop_proc "$t" 5; done
 fi
 
