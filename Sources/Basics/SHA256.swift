@@ -160,21 +160,19 @@ public enum SHA256 {
         }
         var (a, b, c, d, e, f, g, h) = state
         roundConstants.withUnsafeBufferPointer { constants in
-            for index in 0..<64 {
-                let bigSigma1 = rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)
-                let choose = (e & f) ^ (~e & g)
-                let temp1 = h &+ bigSigma1 &+ choose &+ constants[index] &+ schedule[index]
-                let bigSigma0 = rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)
-                let majority = (a & b) ^ (a & c) ^ (b & c)
-                let temp2 = bigSigma0 &+ majority
-                h = g
-                g = f
-                f = e
-                e = d &+ temp1
-                d = c
-                c = b
-                b = a
-                a = temp1 &+ temp2
+            // Eight rounds per pass, each naming the working variables in the order
+            // the previous one left them, so no round moves them around.
+            var index = 0
+            while index < 64 {
+                round(a, b, c, &d, e, f, g, &h, constants[index] &+ schedule[index])
+                round(h, a, b, &c, d, e, f, &g, constants[index + 1] &+ schedule[index + 1])
+                round(g, h, a, &b, c, d, e, &f, constants[index + 2] &+ schedule[index + 2])
+                round(f, g, h, &a, b, c, d, &e, constants[index + 3] &+ schedule[index + 3])
+                round(e, f, g, &h, a, b, c, &d, constants[index + 4] &+ schedule[index + 4])
+                round(d, e, f, &g, h, a, b, &c, constants[index + 5] &+ schedule[index + 5])
+                round(c, d, e, &f, g, h, a, &b, constants[index + 6] &+ schedule[index + 6])
+                round(b, c, d, &e, f, g, h, &a, constants[index + 7] &+ schedule[index + 7])
+                index += 8
             }
         }
         state = (
@@ -183,8 +181,23 @@ public enum SHA256 {
         )
     }
 
+    /// One round (section 6.2.2 step 3) with the working variables passed in their
+    /// current roles: `d` and `h` are the two it changes.
+    @inline(__always)
+    private static func round(
+        _ a: UInt32, _ b: UInt32, _ c: UInt32, _ d: inout UInt32, _ e: UInt32, _ f: UInt32, _ g: UInt32,
+        _ h: inout UInt32, _ constantAndWord: UInt32
+    ) {
+        let choose = (e & f) ^ (~e & g)
+        let majority = (a & b) ^ (a & c) ^ (b & c)
+        let temp1 = h &+ (rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)) &+ choose &+ constantAndWord
+        let temp2 = (rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)) &+ majority
+        d = d &+ temp1
+        h = temp1 &+ temp2
+    }
+
     @inline(__always)
     private static func rotate(_ value: UInt32, _ count: UInt32) -> UInt32 {
-        value >> count | value << (32 - count)
+        (value &>> count) | (value &<< (32 &- count))
     }
 }

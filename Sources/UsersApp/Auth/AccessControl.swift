@@ -58,11 +58,13 @@ public final class AccessControl: Sendable {
     public func admit(_ request: inout Request) -> HTTPError? {
         guard let needed = RouteScope.required(method: request.method, path: request.path, mountPrefix: mountPrefix)
         else { return nil }
-        guard let header = request.headers["authorization"], let token = Self.bearerToken(header) else {
-            return Self.missingToken
+        let digest: SHA256.Digest
+        switch Self.credential(request.headers["authorization"]) {
+        case .missing: return Self.missingToken
+        case .invalid: return Self.invalidToken
+        case .digest(let presented): digest = presented
         }
-        // Far longer than any token `usersd token add` makes: refused without hashing.
-        guard token.count <= 512, let (name, scope) = lookup(Self.digest(of: token)) else { return Self.invalidToken }
+        guard let (name, scope) = lookup(digest) else { return Self.invalidToken }
         request.principal = name
         guard scope >= needed else { return Self.insufficientScope[needed.rawValue] }
         return nil
@@ -81,28 +83,42 @@ public final class AccessControl: Sendable {
         }
     }
 
-    /// The token of an `Authorization: Bearer <token>` value (RFC 6750 section 2.1;
-    /// the scheme name is case-insensitive, RFC 9110 section 11.1): `nil` for another
-    /// scheme or no token.
-    static func bearerToken(_ value: String) -> Substring.UTF8View? {
-        let utf8 = value.utf8
-        guard utf8.count > 7 else { return nil }
-        var index = utf8.startIndex
-        for expected in "bearer".utf8 {
-            guard utf8[index] | 0x20 == expected else { return nil }
-            index = utf8.index(after: index)
-        }
-        guard utf8[index] == UInt8(ascii: " ") else { return nil }
-        while index < utf8.endIndex, utf8[index] == UInt8(ascii: " ") { index = utf8.index(after: index) }
-        var end = utf8.endIndex
-        while end > index, utf8[utf8.index(before: end)] == UInt8(ascii: " ") { end = utf8.index(before: end) }
-        guard index < end else { return nil }
-        return Substring(value)[index..<end].utf8
+    enum Credential: Equatable {
+        /// No `Authorization` header, another scheme, or no token after `Bearer`.
+        case missing
+        /// A bearer token far longer than any `usersd token add` makes (refused
+        /// without hashing it).
+        case invalid
+        /// The SHA-256 of the bearer token.
+        case digest(SHA256.Digest)
     }
 
-    static func digest(of token: Substring.UTF8View) -> SHA256.Digest {
-        var token = Substring(token)
-        return token.withUTF8 { SHA256.hash(UnsafeRawBufferPointer($0)) }
+    /// What an `Authorization` header value holds, read from its UTF-8 bytes.
+    static func credential(_ header: String?) -> Credential {
+        guard var header else { return .missing }
+        return header.withUTF8 { bytes in
+            guard let token = bearerToken(bytes) else { return .missing }
+            guard token.count <= 512 else { return .invalid }
+            return .digest(SHA256.hash(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[token]))))
+        }
+    }
+
+    /// Where the token of an `Authorization: Bearer <token>` value is (RFC 6750
+    /// section 2.1; the scheme name is case-insensitive, RFC 9110 section 11.1; spaces
+    /// around the token do not count): `nil` for another scheme or no token.
+    static func bearerToken(_ bytes: UnsafeBufferPointer<UInt8>) -> Range<Int>? {
+        let space = UInt8(ascii: " ")
+        guard bytes.count > 7 else { return nil }
+        let scheme: StaticString = "bearer"
+        for offset in 0..<6 where bytes[offset] | 0x20 != scheme.utf8Start[offset] {
+            return nil
+        }
+        guard bytes[6] == space else { return nil }
+        var start = 7
+        while start < bytes.count, bytes[start] == space { start += 1 }
+        var end = bytes.count
+        while end > start, bytes[end - 1] == space { end -= 1 }
+        return start < end ? start..<end : nil
     }
 
     /// The challenge every `401` and `403` carries (RFC 6750 section 3).
@@ -137,36 +153,69 @@ public final class AccessControl: Sendable {
 /// other, so that `401` is the answer for every path without one.
 enum RouteScope {
     static func required(method: String, path: String, mountPrefix: String) -> TokenScope? {
-        let byMethod: TokenScope = method == "GET" || method == "HEAD" ? .read : .write
-        var rest = Substring(path)
-        if !mountPrefix.isEmpty {
-            guard rest.hasPrefix(mountPrefix) else { return byMethod }
-            rest = rest.dropFirst(mountPrefix.count)
-            guard rest.isEmpty || rest.hasPrefix("/") else { return byMethod }
+        var path = path
+        var prefix = mountPrefix
+        let special = path.withUTF8 { path in prefix.withUTF8 { prefix in Special(path: path, mountPrefix: prefix) } }
+        switch special {
+        case .healthz: return nil
+        case .metrics: return .admin
+        case .startTask: return .write
+        case .none: return method == "GET" || method == "HEAD" ? .read : .write
         }
-        guard let segment = onlySegment(rest) else { return byMethod }
-        if segment.elementsEqual("healthz".utf8) { return nil }
-        if segment.elementsEqual("metrics".utf8) { return .admin }
-        if segment.elementsEqual("start-task".utf8) { return .write }
-        return byMethod
     }
 
-    /// The path's one non-empty segment, or `nil` when it has none or several.
-    static func onlySegment(_ path: Substring) -> Substring.UTF8View.SubSequence? {
-        let utf8 = path.utf8
-        let slash = UInt8(ascii: "/")
-        var found: Range<Substring.UTF8View.Index>?
-        var index = utf8.startIndex
-        while index < utf8.endIndex {
-            guard utf8[index] != slash else {
-                index = utf8.index(after: index)
-                continue
+    /// The paths whose scope does not follow from the method.
+    enum Special: Equatable {
+        case healthz
+        case metrics
+        case startTask
+        case none
+
+        /// Compares bytes: a path the router takes for one of these under the same
+        /// prefix has the same bytes (nginx hands over the decoded path, and the
+        /// prefix and route names are ASCII), and a byte mismatch only ever makes a
+        /// request need a token.
+        init(path: UnsafeBufferPointer<UInt8>, mountPrefix prefix: UnsafeBufferPointer<UInt8>) {
+            let slash = UInt8(ascii: "/")
+            var index = 0
+            if !prefix.isEmpty {
+                guard path.count >= prefix.count, path[0..<prefix.count].elementsEqual(prefix),
+                    path.count == prefix.count || path[prefix.count] == slash
+                else {
+                    self = .none
+                    return
+                }
+                index = prefix.count
             }
-            guard found == nil else { return nil }
-            let start = index
-            while index < utf8.endIndex, utf8[index] != slash { index = utf8.index(after: index) }
-            found = start..<index
+            // The path's one non-empty segment.
+            var found: Range<Int>?
+            while index < path.count {
+                guard path[index] != slash else {
+                    index += 1
+                    continue
+                }
+                guard found == nil else {
+                    self = .none
+                    return
+                }
+                let start = index
+                while index < path.count, path[index] != slash { index += 1 }
+                found = start..<index
+            }
+            guard let found else {
+                self = .none
+                return
+            }
+            let segment = path[found]
+            if segment.elementsEqual("healthz".utf8) {
+                self = .healthz
+            } else if segment.elementsEqual("metrics".utf8) {
+                self = .metrics
+            } else if segment.elementsEqual("start-task".utf8) {
+                self = .startTask
+            } else {
+                self = .none
+            }
         }
-        return found.map { utf8[$0] }
     }
 }
