@@ -280,7 +280,7 @@ if [[ "$MODE" != memory ]]; then
       start_usersd usersd-auth "$ADB" "${USERSD_FLAGS[@]}" --auth-file "$RUN/usersd-auth/tokens"
     targets+=("usersd-auth=$PREFIX-auth=$LAST_PID=$AUTH_TOKEN")
     c401="$(curl -s -o /dev/null -w '%{http_code}' "$BASE$PREFIX-auth/user/1")"
-    [[ "$c401" == 401 ]] || die "GET $PREFIX-auth/user/1 without a token -> $c401, not 401"
+    [[ "$c401" == 401 ]] || die "GET $PREFIX-auth/user/1 without a token -> $c401, not 401 (another nginx on port $PORT?)"
   fi
   for spec in "${targets[@]}"; do
     IFS== read -r _ p _ <<<"$spec"
