@@ -35,16 +35,14 @@ enum RequestDecoder {
             }
         }
         let params = CGIParams { known[$0] }
-        var decoded = params.request(headers: headers)
         if let contentLength = params.contentLength, contentLength > maxBodyBytes {
             discard(request.in)
-            return .rejected(decoded, tooLarge(maxBodyBytes))
+            return .rejected(params.request(headers: headers), tooLarge(maxBodyBytes))
         }
         guard let body = readBody(request.in, limit: maxBodyBytes) else {
-            return .rejected(decoded, tooLarge(maxBodyBytes))
+            return .rejected(params.request(headers: headers), tooLarge(maxBodyBytes))
         }
-        decoded.body = body
-        return .request(decoded)
+        return .request(params.request(headers: headers, body: body))
     }
 
     static func tooLarge(_ limit: Int) -> HTTPError {
@@ -203,11 +201,11 @@ struct CGIParams {
     }
 
     /// The request these params describe, without its body.
-    func request(headers: HTTPHeaders) -> Request {
+    func request(headers: HTTPHeaders, body: [UInt8] = []) -> Request {
         Request(
             method: method, path: path, query: lookup(.queryString) ?? "",
             contentType: lookup(.contentType).flatMap { $0.isEmpty ? nil : $0 },
-            headers: headers, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
+            headers: headers, body: body, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
         )
     }
 
