@@ -92,9 +92,12 @@ struct ConnectionWorker: Sendable {
     /// so most answers are one write into libfcgi's stream).
     private func handle(_ request: UnsafeMutablePointer<FCGX_Request>, head: inout [UInt8]) async {
         let writer = OutputStream(stream: request.pointee.out)
-        let parsed = RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes) {
-            context.responder.admit(&$0)
-        }
+        let parsed =
+            context.checksAdmission
+            ? RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes) {
+                context.responder.admit(&$0)
+            }
+            : RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes)
         let response: Response
         let isHead: Bool
         switch consume parsed {

@@ -13,13 +13,49 @@ enum RequestDecoder {
         case rejected(Request, HTTPError)
     }
 
+    /// Decodes the params, then reads the body; the request is built once, with it.
+    static func decode(_ request: FCGX_Request, maxBodyBytes: Int) -> Outcome {
+        let (known, headers) = params(of: request)
+        let params = CGIParams { known[$0] }
+        if let contentLength = params.contentLength, contentLength > maxBodyBytes {
+            discard(request.in)
+            return .rejected(params.request(headers: headers), tooLarge(maxBodyBytes))
+        }
+        guard let body = readBody(request.in, limit: maxBodyBytes) else {
+            return .rejected(params.request(headers: headers), tooLarge(maxBodyBytes))
+        }
+        return .request(params.request(headers: headers, body: body))
+    }
+
     /// Decodes the params, asks `admit` whether the request may go on (see
     /// `Responder.admit`), then reads the body. A refused request's body, like one
     /// over the limit, is discarded unread.
     static func decode(
-        _ request: FCGX_Request, maxBodyBytes: Int, admit: (inout Request) -> HTTPError? = { _ in nil }
+        _ request: FCGX_Request, maxBodyBytes: Int, admit: (inout Request) -> HTTPError?
     ) -> Outcome {
-        // One pass over the params: the ones usersd routes on, and HTTP_* as headers.
+        let (known, headers) = params(of: request)
+        let params = CGIParams { known[$0] }
+        var decoded = params.request(headers: headers)
+        if let refusal = admit(&decoded) {
+            discard(request.in)
+            return .rejected(decoded, refusal)
+        }
+        if let contentLength = params.contentLength, contentLength > maxBodyBytes {
+            discard(request.in)
+            return .rejected(decoded, tooLarge(maxBodyBytes))
+        }
+        guard let body = readBody(request.in, limit: maxBodyBytes) else {
+            return .rejected(decoded, tooLarge(maxBodyBytes))
+        }
+        decoded.body = body
+        return .request(decoded)
+    }
+
+    /// One pass over the params: the ones usersd routes on, and HTTP_* as headers.
+    /// The `KnownParams` point into the request's params: use them before it is
+    /// finished.
+    @inline(__always)
+    private static func params(of request: FCGX_Request) -> (KnownParams, HTTPHeaders) {
         var known = KnownParams()
         var headers = HTTPHeaders()
         headers.reserveCapacity(8)  // room for the usual headers: one allocation
@@ -39,21 +75,7 @@ enum RequestDecoder {
                 cursor += 1
             }
         }
-        let params = CGIParams { known[$0] }
-        var decoded = params.request(headers: headers)
-        if let refusal = admit(&decoded) {
-            discard(request.in)
-            return .rejected(decoded, refusal)
-        }
-        if let contentLength = params.contentLength, contentLength > maxBodyBytes {
-            discard(request.in)
-            return .rejected(decoded, tooLarge(maxBodyBytes))
-        }
-        guard let body = readBody(request.in, limit: maxBodyBytes) else {
-            return .rejected(decoded, tooLarge(maxBodyBytes))
-        }
-        decoded.body = body
-        return .request(decoded)
+        return (known, headers)
     }
 
     static func tooLarge(_ limit: Int) -> HTTPError {
@@ -212,11 +234,11 @@ struct CGIParams {
     }
 
     /// The request these params describe, without its body.
-    func request(headers: HTTPHeaders) -> Request {
+    func request(headers: HTTPHeaders, body: [UInt8] = []) -> Request {
         Request(
             method: method, path: path, query: lookup(.queryString) ?? "",
             contentType: lookup(.contentType).flatMap { $0.isEmpty ? nil : $0 },
-            headers: headers, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
+            headers: headers, body: body, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
         )
     }
 

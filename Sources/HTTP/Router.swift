@@ -25,6 +25,9 @@ public protocol Responder: Sendable {
     /// no body buffering and no handler runs. It may note who the request comes from
     /// (`principal`), whether it admits the request or not.
     func admit(_ request: inout Request) -> HTTPError?
+    /// Whether `admit` may refuse anything. When it is false the FastCGI layer does
+    /// not call it, and builds each request once, body included.
+    var checksAdmission: Bool { get }
     func respond(to request: Request) async -> Response
     /// Answers a request the FastCGI layer refused before any handler could see it
     /// (a body over the limit, params too large): `request` holds what could be read
@@ -34,6 +37,8 @@ public protocol Responder: Sendable {
 
 extension Responder {
     public func admit(_ request: inout Request) -> HTTPError? { nil }
+
+    public var checksAdmission: Bool { false }
 
     public func respond(rejected request: Request, with error: HTTPError) async -> Response {
         error.response

@@ -15,6 +15,8 @@ import Testing
         let rejected = Mutex<[(Request, HTTPError)]>([])
         let answered = Mutex<[String]>([])
 
+        var checksAdmission: Bool { true }
+
         func admit(_ request: inout Request) -> HTTPError? {
             guard request.path == "/private" else { return nil }
             request.principal = "guest"
