@@ -179,7 +179,7 @@ enum ParamsGuard {
             }
             position = afterValue + nameLength + valueLength
         }
-        return CGIParams { values[$0] }.request(headers: headers)
+        return CGIParams { values[$0] }.request(headers: headers).0
     }
 
     /// Answers `requestID` with `response` (its head and body in one STDOUT record),

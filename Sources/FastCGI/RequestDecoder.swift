@@ -35,7 +35,12 @@ enum RequestDecoder {
             }
         }
         let params = CGIParams { known[$0] }
-        var decoded = params.request(headers: headers)
+        let (described, climbsAboveRoot) = params.request(headers: headers)
+        var decoded = described
+        if climbsAboveRoot {
+            discard(request.in)
+            return .rejected(decoded, aboveRoot)
+        }
         if let contentLength = params.contentLength, contentLength > maxBodyBytes {
             discard(request.in)
             return .rejected(decoded, tooLarge(maxBodyBytes))
@@ -46,6 +51,10 @@ enum RequestDecoder {
         decoded.body = body
         return .request(decoded)
     }
+
+    /// nginx answers 400 to a path whose `..` climbs above the root; usersd does the
+    /// same when the web server passed the path on as the client wrote it.
+    static let aboveRoot = HTTPError(.badRequest, "Request path climbs above the root")
 
     static func tooLarge(_ limit: Int) -> HTTPError {
         HTTPError(.payloadTooLarge, "Request body is larger than \(limit) bytes")
@@ -180,8 +189,10 @@ struct KnownParams {
 }
 
 /// The CGI parameters usersd routes on, with the fallbacks stock `fastcgi_params`
-/// needs (`DOCUMENT_URI`, else the path of `REQUEST_URI`, else `SCRIPT_NAME` +
-/// `PATH_INFO`).
+/// and the other web servers need (`DOCUMENT_URI`, else the percent-decoded path of
+/// `REQUEST_URI`, else `SCRIPT_NAME` + `PATH_INFO`). Only nginx sends `DOCUMENT_URI`
+/// (Caddy sends it empty); Apache httpd, lighttpd, Caddy and h2o are routed on
+/// `REQUEST_URI`, which they pass on as the client wrote it.
 struct CGIParams {
     let lookup: (KnownParams.Name) -> String?
 
@@ -192,7 +203,18 @@ struct CGIParams {
         return method.isEmpty ? "GET" : method
     }
 
-    var path: String {
+    /// The path to route on, its dot segments resolved (see `DotSegments`), and whether
+    /// it climbs above the root (then `path` is the decoded path as sent, for the log).
+    var route: (path: String, climbsAboveRoot: Bool) {
+        let sent = sentPath
+        guard let resolved = DotSegments.resolve(sent) else { return (sent, true) }
+        return (resolved, false)
+    }
+
+    var path: String { route.path }
+
+    /// The decoded path as the web server passed it on.
+    private var sentPath: String {
         if let uri = lookup(.documentURI), !uri.isEmpty { return uri }
         if let uri = lookup(.requestURI), !uri.isEmpty {
             let raw = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
@@ -202,13 +224,16 @@ struct CGIParams {
         return joined.isEmpty ? "/" : joined
     }
 
-    /// The request these params describe, without its body.
-    func request(headers: HTTPHeaders) -> Request {
-        Request(
-            method: method, path: path, query: lookup(.queryString) ?? "",
+    /// The request these params describe, without its body, and whether its path
+    /// climbs above the root (a 400, see `RequestDecoder.aboveRoot`).
+    func request(headers: HTTPHeaders) -> (Request, climbsAboveRoot: Bool) {
+        let route = self.route
+        let request = Request(
+            method: method, path: route.path, query: lookup(.queryString) ?? "",
             contentType: lookup(.contentType).flatMap { $0.isEmpty ? nil : $0 },
             headers: headers, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
         )
+        return (request, route.climbsAboveRoot)
     }
 
     var contentLength: Int? {

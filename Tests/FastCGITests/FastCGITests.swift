@@ -136,6 +136,54 @@ import Testing
     }
 }
 
+/// Dot segments resolved as nginx resolves them for `DOCUMENT_URI` (RFC 3986 §5.2.4,
+/// a climb above the root refused).
+@Suite struct DotSegmentsTests {
+    @Test(arguments: [
+        ("/users/../user/1", "/user/1"),
+        ("/./user/1", "/user/1"),
+        ("/a/b/c/./../../g", "/a/g"),
+        ("/mid/content=5/../6", "/mid/6"),
+        ("/a/.", "/a/"),
+        ("/a/b/..", "/a/"),
+        ("/a/..", "/"),
+        ("/.", "/"),
+        ("/users/./", "/users/"),
+        ("//..", "/"),
+    ])
+    func resolvesDotSegments(path: String, resolved: String) {
+        #expect(DotSegments.resolve(path) == resolved)
+    }
+
+    /// Names that only look like dot segments are ordinary segments; a path without
+    /// dot segments comes back unchanged.
+    @Test(arguments: ["/user/1", "/...", "/a/.b", "/a/..b/c", "/a..", "/.well-known/x", "/", "", "user/../x", "*"])
+    func leavesOtherPathsAlone(path: String) {
+        #expect(DotSegments.resolve(path) == path)
+    }
+
+    @Test(arguments: ["/..", "/../metrics", "/users/../..", "/a/../../b", "/./../x"])
+    func refusesAClimbAboveTheRoot(path: String) {
+        #expect(DotSegments.resolve(path) == nil)
+    }
+
+    /// Through the params: the path is decoded first, then resolved (so `%2e%2e` is a
+    /// dot segment, as in nginx), from every source of the path.
+    @Test func theRoutedPathIsDecodedThenResolved() {
+        func route(_ values: [String: String]) -> (String, Bool) {
+            let route = CGIParams { values[$0.rawValue] }.route
+            return (route.path, route.climbsAboveRoot)
+        }
+        #expect(route(["REQUEST_URI": "/users/%2e%2e/user/1?x=/../"]) == ("/user/1", false))
+        #expect(route(["REQUEST_URI": "/users/..%2Fmetrics"]) == ("/metrics", false))
+        #expect(route(["REQUEST_URI": "/%2E/user/1"]) == ("/user/1", false))
+        #expect(route(["SCRIPT_NAME": "/users", "PATH_INFO": "/../user/1"]) == ("/user/1", false))
+        #expect(route(["DOCUMENT_URI": "", "REQUEST_URI": "/./user/1"]) == ("/user/1", false))
+        #expect(route(["REQUEST_URI": "/users/../../user/1"]) == ("/users/../../user/1", true))
+        #expect(route(["REQUEST_URI": "/%2e%2e/metrics"]) == ("/../metrics", true))
+    }
+}
+
 /// The pre-libfcgi check of a request's PARAMS records (see ParamsGuard).
 @Suite struct ParamsGuardTests {
     func record(_ type: UInt8, id: UInt16 = 1, _ content: [UInt8], padding: UInt8 = 0) -> [UInt8] {
