@@ -62,8 +62,9 @@ struct ConnectionWorker: Sendable {
             state.markBusy()
             guard accepted >= 0 else { return }  // nginx closed the connection (or drain woke it)
             await handle(request, head: &headBuffer)
-            // While draining, this response is the connection's last.
-            if state.isDraining { endAsLast(request) }
+            // While draining, or once the connection was shut to make room, this
+            // response is the connection's last.
+            if state.endsConnection { endAsLast(request) }
             FCGX_Finish_r(request)
             if request.pointee.ipcFd < 0 { return }  // closed: not kept, or draining
         }

@@ -19,11 +19,22 @@ final class WorkerPool: Sendable {
         var accepting = 0
         var accepted = 0
         var isDraining = false
+        /// A kept connection was shut to make room for one waiting in the backlog, and
+        /// no thread has come back to `accept` since.
+        var isFreeing = false
         var workers: [ObjectIdentifier: WorkerState] = [:]
+
+        /// Every thread allowed serves a connection and none accepts: connections that
+        /// arrive now wait in the listening socket's backlog.
+        func isAtCap(_ maxThreads: Int) -> Bool { accepting == 0 && threads >= maxThreads }
     }
 
     private let state = Mutex(State())
     private let emptied = DispatchSemaphore(value: 0)
+    /// Posted when the pool reaches its cap (see `watchCap`).
+    private let capReached = DispatchSemaphore(value: 0)
+    /// Lets the cap watcher wait for a connection to become idle.
+    let idleWatch = IdleWatch()
     let listener: Listener
     let context: ConnectionContext
     let maxThreads: Int
@@ -71,12 +82,13 @@ final class WorkerPool: Sendable {
 
     func start(threads: Int) {
         for _ in 0..<threads { spawn() }
+        NamedThread.start("usersd-cap") { [self] in watchCap() }
     }
 
     /// Starts a thread that begins by accepting (counted as accepting at once, so the
     /// spawner never starts two for the same gap).
     private func spawn() {
-        let worker = WorkerState()
+        let worker = WorkerState(idleWatch: idleWatch)
         let admitted = state.withLock { state -> Bool in
             guard !state.isDraining, state.threads < maxThreads else { return false }
             state.threads += 1
@@ -123,13 +135,14 @@ final class WorkerPool: Sendable {
     private func acceptAndServe(_ worker: WorkerState, resources: WorkerThreadResources) async {
         while true {
             let (fd, code) = resources.executor.whileWaiting { (listener.acceptBlocking(), errno) }
-            let (keepGoing, spawnAnother) = state.withLock { state -> (Bool, Bool) in
+            let (keepGoing, spawnAnother, atCap) = state.withLock { state -> (Bool, Bool, Bool) in
                 state.accepting -= 1
                 if fd >= 0 { state.accepted += 1 }
                 let spawn = fd >= 0 && state.accepting == 0 && !state.isDraining && state.threads < maxThreads
-                return (!state.isDraining, spawn)
+                return (!state.isDraining, spawn, fd >= 0 && !state.isDraining && state.isAtCap(maxThreads))
             }
             if spawnAnother { spawn() }
+            if atCap { capReached.signal() }
             if fd >= 0 {
                 await ConnectionWorker(fd: fd, state: worker, context: context, resources: resources).serve()
             } else if keepGoing {
@@ -143,10 +156,67 @@ final class WorkerPool: Sendable {
             let acceptAgain = state.withLock { state -> Bool in
                 guard !state.isDraining, state.accepting == 0 || state.accepting < maxIdleThreads else { return false }
                 state.accepting += 1
+                state.isFreeing = false  // this thread takes the connection that was waiting
                 return true
             }
             if !acceptAgain { return }
         }
+    }
+
+    /// Frees a kept connection for each connection that waits in the backlog while the
+    /// pool is at its cap (`--max-connections`).
+    ///
+    /// libfcgi pins a kept connection to its thread, so a web server whose pool of
+    /// kept connections is larger than the cap (Apache httpd keeps every connection it
+    /// opened) would leave the connections beyond it waiting in the backlog for ever,
+    /// with a request already written into them. While some wait, the connection idle
+    /// longest is shut for reading (as draining does, see `WorkerState.freeIfIdle`):
+    /// its thread returns to `accept` and takes the waiting one. The web server then
+    /// opens a new connection when it wants another, and a request it sends on the
+    /// freed one at that moment fails (nginx and Apache reuse their most recently used
+    /// connections first, so the one idle longest is the least likely to carry one).
+    /// The rule remains to size the web server's pool within the cap; this only keeps
+    /// a larger one from hanging.
+    ///
+    /// Not a timer for requests: the watcher blocks until the pool reaches the cap,
+    /// then until a connection waits in the backlog (`poll` on the listening socket)
+    /// and a kept connection is idle. Its poll's timeout only notices that the pool
+    /// left the cap.
+    private func watchCap() {
+        while true {
+            capReached.wait()
+            while true {
+                let (atCap, draining) = state.withLock { ($0.isAtCap(maxThreads) && !$0.isFreeing, $0.isDraining) }
+                if draining { return }
+                guard atCap else { break }
+                var waiting = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&waiting, 1, 250) > 0, waiting.revents & Int16(POLLIN) != 0 else { continue }
+                // Armed before looking, so a connection going idle after the look wakes
+                // the wait.
+                idleWatch.arm()
+                if freeLongestIdle() {
+                    idleWatch.disarm()
+                } else {
+                    // Every connection is busy: the next one to go idle is freed.
+                    idleWatch.waitForIdle(timeoutMilliseconds: 250)
+                }
+            }
+        }
+    }
+
+    /// Shuts the connection idle longest for reading; `false` when none is idle.
+    private func freeLongestIdle() -> Bool {
+        // Marked first: the freed thread clears it when it comes back to `accept`.
+        let workers = state.withLock { state in
+            state.isFreeing = true
+            return Array(state.workers.values)
+        }
+        let candidates = workers.compactMap { worker in worker.idleSince.map { (worker, $0) } }
+        for (worker, _) in candidates.sorted(by: { $0.1 < $1.1 }) where worker.freeIfIdle() {
+            return true
+        }
+        state.withLock { $0.isFreeing = false }
+        return false
     }
 
     /// Stops accepting (once; later calls do nothing). Threads in `accept` return;
@@ -158,6 +228,8 @@ final class WorkerPool: Sendable {
             return state.isDraining
         }
         guard !already else { return }
+        capReached.signal()
+        idleWatch.wake()
         listener.stopAccepting()
         for worker in state.withLock({ Array($0.workers.values) }) { worker.beginDraining() }
     }
@@ -215,6 +287,8 @@ final class WorkerState: Sendable {
     private struct State {
         var phase = Phase.accepting
         var isDraining = false
+        /// The current connection was shut to make room (see `freeIfIdle`).
+        var isFreed = false
         var thread: pthread_t?
     }
 
@@ -224,6 +298,11 @@ final class WorkerState: Sendable {
     static let drainIdleNanoseconds: UInt64 = 250_000_000
 
     private let state = Mutex(State())
+    private let idleWatch: IdleWatch?
+
+    init(idleWatch: IdleWatch? = nil) {
+        self.idleWatch = idleWatch
+    }
 
     func setThread(_ thread: pthread_t) {
         state.withLock { $0.thread = thread }
@@ -233,16 +312,47 @@ final class WorkerState: Sendable {
     func markIdle(_ fd: Int32) {
         let now = MonotonicClock.nanoseconds()
         state.withLock { $0.phase = .idle(fd, since: now) }
+        idleWatch?.becameIdle()
     }
 
     var isDraining: Bool { state.withLock { $0.isDraining } }
+
+    /// The current response is the connection's last: the server drains, or the
+    /// connection was shut to make room (a request that was already on its way when
+    /// it was shut is answered, and the web server told to close it).
+    var endsConnection: Bool { state.withLock { $0.isDraining || $0.isFreed } }
+
+    /// Since when (monotonic nanoseconds) the kept connection waits for a request;
+    /// `nil` when it is not idle.
+    var idleSince: UInt64? {
+        state.withLock { state in
+            if case .idle(_, let since) = state.phase { return since }
+            return nil
+        }
+    }
+
+    /// Shuts the kept connection for reading if it is still idle, to make room for a
+    /// connection waiting in the backlog (see `WorkerPool.watchCap`); `false` when it
+    /// is not idle any more.
+    func freeIfIdle() -> Bool {
+        state.withLock { state in
+            guard case .idle(let fd, _) = state.phase else { return false }
+            shutdown(fd, Int32(SHUT_RD))
+            state.phase = .busy  // woken; never shut the same descriptor twice
+            state.isFreed = true
+            return true
+        }
+    }
 
     func markBusy() {
         state.withLock { $0.phase = .busy }
     }
 
     func markAccepting() {
-        state.withLock { $0.phase = .accepting }
+        state.withLock { state in
+            state.phase = .accepting
+            state.isFreed = false
+        }
     }
 
     /// Serving a request (not waiting for one), for metrics.
@@ -275,5 +385,43 @@ final class WorkerState: Sendable {
                 pthread_kill(thread, AcceptInterruption.number)
             }
         }
+    }
+}
+
+/// Lets the cap watcher (see `WorkerPool.watchCap`) wait until some kept connection
+/// becomes idle. Workers signal only while the watcher waits, so the request path
+/// pays one atomic load.
+final class IdleWatch: Sendable {
+    private let isWaiting = Atomic<Bool>(false)
+    private let idle = DispatchSemaphore(value: 0)
+
+    func becameIdle() {
+        if isWaiting.load(ordering: .relaxed), isWaiting.exchange(false, ordering: .acquiringAndReleasing) {
+            idle.signal()
+        }
+    }
+
+    /// From here on, the next connection to go idle signals.
+    func arm() {
+        isWaiting.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    /// No wait after all: drop a signal sent meanwhile.
+    func disarm() {
+        if !isWaiting.exchange(false, ordering: .acquiringAndReleasing) { _ = idle.wait(timeout: .now()) }
+    }
+
+    /// Waits (after `arm`) until a worker marks its connection idle, or the timeout
+    /// passed.
+    func waitForIdle(timeoutMilliseconds: Int) {
+        _ = idle.wait(timeout: .now() + .milliseconds(timeoutMilliseconds))
+        // A signal sent after the timeout stays in the semaphore: take it, so the next
+        // wait does not return at once for an old arrival.
+        disarm()
+    }
+
+    /// Ends a wait (draining).
+    func wake() {
+        idle.signal()
     }
 }
