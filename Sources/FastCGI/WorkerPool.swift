@@ -19,9 +19,6 @@ final class WorkerPool: Sendable {
         var accepting = 0
         var accepted = 0
         var isDraining = false
-        /// A kept connection was shut to make room for one waiting in the backlog, and
-        /// no thread has come back to `accept` since.
-        var isFreeing = false
         var workers: [ObjectIdentifier: WorkerState] = [:]
 
         /// Every thread allowed serves a connection and none accepts: connections that
@@ -156,67 +153,74 @@ final class WorkerPool: Sendable {
             let acceptAgain = state.withLock { state -> Bool in
                 guard !state.isDraining, state.accepting == 0 || state.accepting < maxIdleThreads else { return false }
                 state.accepting += 1
-                state.isFreeing = false  // this thread takes the connection that was waiting
                 return true
             }
             if !acceptAgain { return }
         }
     }
 
-    /// Frees a kept connection for each connection that waits in the backlog while the
-    /// pool is at its cap (`--max-connections`).
+    /// Frees a connection for each connection that waits in the backlog while the pool
+    /// is at its cap (`--max-connections`).
     ///
     /// libfcgi pins a kept connection to its thread, so a web server whose pool of
     /// kept connections is larger than the cap (Apache httpd keeps every connection it
     /// opened) would leave the connections beyond it waiting in the backlog for ever,
-    /// with a request already written into them. While some wait, the connection idle
-    /// longest is shut for reading (as draining does, see `WorkerState.freeIfIdle`):
-    /// its thread returns to `accept` and takes the waiting one. The web server then
-    /// opens a new connection when it wants another, and a request it sends on the
-    /// freed one at that moment fails (nginx and Apache reuse their most recently used
-    /// connections first, so the one idle longest is the least likely to carry one).
-    /// The rule remains to size the web server's pool within the cap; this only keeps
+    /// with a request already written into them. While one waits, one connection at a
+    /// time is picked to end:
+    /// 1. one idle for `WorkerState.drainIdleNanoseconds` or longer, the longest idle
+    ///    first, is shut down (`WorkerState.freeIfIdle`): nginx and Apache reuse their
+    ///    most recently used connections first, so one idle that long is the least
+    ///    likely to carry a request at that moment;
+    /// 2. else one answering a request, or else the kept connection idle the shortest
+    ///    time (the web server's next pick), is marked (`WorkerState.markLast`): its
+    ///    current or next response is its last, which the web server learns before it
+    ///    could send another request on it, so nothing is lost. If a marked idle
+    ///    connection stays idle that long, it is shut down as in 1.
+    /// The picked connection's thread then returns to `accept` and takes the waiting
+    /// one. The rule remains to size the web server's pool within the cap; this keeps
     /// a larger one from hanging.
     ///
-    /// Not a timer for requests: the watcher blocks until the pool reaches the cap,
-    /// then until a connection waits in the backlog (`poll` on the listening socket)
-    /// and a kept connection is idle. Its poll's timeout only notices that the pool
-    /// left the cap.
+    /// The watcher blocks until the pool reaches the cap, then until a connection
+    /// waits in the backlog (`poll` on the listening socket), then until a worker's
+    /// connection changes state or the idle time of 1 is reached; its poll's timeout
+    /// only notices that the pool left the cap.
     private func watchCap() {
         while true {
             capReached.wait()
             while true {
-                let (atCap, draining) = state.withLock { ($0.isAtCap(maxThreads) && !$0.isFreeing, $0.isDraining) }
+                let (atCap, draining) = state.withLock { ($0.isAtCap(maxThreads), $0.isDraining) }
                 if draining { return }
                 guard atCap else { break }
                 var waiting = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&waiting, 1, 250) > 0, waiting.revents & Int16(POLLIN) != 0 else { continue }
-                // Armed before looking, so a connection going idle after the look wakes
-                // the wait.
+                // Armed before looking, so a connection that changes after the look
+                // wakes the wait.
                 idleWatch.arm()
-                if freeLongestIdle() {
-                    idleWatch.disarm()
-                } else {
-                    // Every connection is busy: the next one to go idle is freed.
-                    idleWatch.waitForIdle(timeoutMilliseconds: 250)
-                }
+                idleWatch.waitForChange(timeoutNanoseconds: pickConnectionToEnd())
             }
         }
     }
 
-    /// Shuts the connection idle longest for reading; `false` when none is idle.
-    private func freeLongestIdle() -> Bool {
-        // Marked first: the freed thread clears it when it comes back to `accept`.
-        let workers = state.withLock { state in
-            state.isFreeing = true
-            return Array(state.workers.values)
+    /// Picks a connection to end, or shuts down a marked one idle too long (see
+    /// `watchCap`); returns how long to wait at most before looking again.
+    private func pickConnectionToEnd() -> UInt64 {
+        let workers = state.withLock { Array($0.workers.values) }
+        let now = MonotonicClock.nanoseconds()
+        let threshold = WorkerState.drainIdleNanoseconds
+        let idle = workers.compactMap { worker in worker.keptIdleSince.map { (worker, now &- $0) } }
+            .sorted { $0.1 > $1.1 }  // longest idle first
+        if let marked = workers.first(where: \.isMarked) {
+            // One at a time: wait for it to come back to `accept`.
+            guard let (_, idleFor) = idle.first(where: { $0.0 === marked }) else { return threshold }
+            if idleFor >= threshold, marked.freeIfIdle(force: true) { return threshold }
+            return threshold - min(idleFor, threshold - 1)
         }
-        let candidates = workers.compactMap { worker in worker.idleSince.map { (worker, $0) } }
-        for (worker, _) in candidates.sorted(by: { $0.1 < $1.1 }) where worker.freeIfIdle() {
-            return true
-        }
-        state.withLock { $0.isFreeing = false }
-        return false
+        if idle.contains(where: { $0.1 >= threshold && $0.0.freeIfIdle(force: false) }) { return threshold }
+        // An answering connection first, then the one idle the shortest time.
+        _ =
+            workers.contains { $0.keptIdleSince == nil && $0.markLast() }
+            || idle.reversed().contains { $0.0.markLast() }
+        return threshold
     }
 
     /// Stops accepting (once; later calls do nothing). Threads in `accept` return;
@@ -279,9 +283,11 @@ final class WorkerState: Sendable {
     private enum Phase {
         case accepting
         case busy
+        /// Handling a request: its response is not finished.
+        case answering
         /// Waiting for nginx's next request on a kept connection, since `since`
-        /// (monotonic nanoseconds).
-        case idle(Int32, since: UInt64)
+        /// (monotonic nanoseconds); `kept` once the connection served a request.
+        case idle(Int32, since: UInt64, kept: Bool)
     }
 
     private struct State {
@@ -308,11 +314,12 @@ final class WorkerState: Sendable {
         state.withLock { $0.thread = thread }
     }
 
-    /// Marks the connection idle (waiting for nginx's next request).
-    func markIdle(_ fd: Int32) {
+    /// Marks the connection idle (waiting for nginx's next request); `kept` when it
+    /// already served one.
+    func markIdle(_ fd: Int32, kept: Bool) {
         let now = MonotonicClock.nanoseconds()
-        state.withLock { $0.phase = .idle(fd, since: now) }
-        idleWatch?.becameIdle()
+        state.withLock { $0.phase = .idle(fd, since: now, kept: kept) }
+        idleWatch?.changed()
     }
 
     var isDraining: Bool { state.withLock { $0.isDraining } }
@@ -322,22 +329,29 @@ final class WorkerState: Sendable {
     /// it was shut is answered, and the web server told to close it).
     var endsConnection: Bool { state.withLock { $0.isDraining || $0.isFreed } }
 
-    /// Since when (monotonic nanoseconds) the kept connection waits for a request;
-    /// `nil` when it is not idle.
-    var idleSince: UInt64? {
+    /// Since when (monotonic nanoseconds) the kept connection waits for its next
+    /// request; `nil` when it is not idle, or new: a web server sends its first
+    /// request right after it connects, so a new connection's request is on its way.
+    var keptIdleSince: UInt64? {
         state.withLock { state in
-            if case .idle(_, let since) = state.phase { return since }
+            if case .idle(_, let since, kept: true) = state.phase { return since }
             return nil
         }
     }
 
-    /// Shuts the kept connection for reading if it is still idle, to make room for a
-    /// connection waiting in the backlog (see `WorkerPool.watchCap`); `false` when it
-    /// is not idle any more.
-    func freeIfIdle() -> Bool {
+    /// Shuts the kept connection down if it is still idle (see `keptIdleSince`), to
+    /// make room for a connection waiting in the backlog (see `WorkerPool.watchCap`);
+    /// `false` when it is not idle any more (or marked already, unless `force`). Like draining, it never closes the
+    /// descriptor: libfcgi does, once its read returns.
+    func freeIfIdle(force: Bool) -> Bool {
         state.withLock { state in
-            guard case .idle(let fd, _) = state.phase else { return false }
-            shutdown(fd, Int32(SHUT_RD))
+            guard case .idle(let fd, _, kept: true) = state.phase, force || !state.isFreed else { return false }
+            // Both ways, unlike draining: the web server sees the connection end at
+            // once (a hang-up), before its next request could pick it, and opens a
+            // new one. Apache checks a kept connection that way before reusing it
+            // (`ap_proxy_is_socket_connected`); shut for reading only, it would look
+            // alive until libfcgi closes it, and a request sent meanwhile fails.
+            shutdown(fd, Int32(SHUT_RDWR))
             state.phase = .busy  // woken; never shut the same descriptor twice
             state.isFreed = true
             return true
@@ -348,18 +362,58 @@ final class WorkerState: Sendable {
         state.withLock { $0.phase = .busy }
     }
 
+    /// A request was read: its response follows.
+    func markAnswering() {
+        state.withLock { $0.phase = .answering }
+        idleWatch?.changed()
+    }
+
+    /// The response was written (all but its end records); `true` when it is the
+    /// connection's last: the server drains, or the connection was picked to make
+    /// room (`markLast`, `freeIfIdle`).
+    func finishAnswer() -> Bool {
+        state.withLock { state in
+            state.phase = .busy
+            return state.isDraining || state.isFreed
+        }
+    }
+
+    /// Makes the connection's current or next response its last (see
+    /// `WorkerPool.watchCap`): it ends with `Records.closingEnd`, so the web server
+    /// closes the connection instead of sending another request on it, and the thread
+    /// returns to `accept`. `false` when the connection is neither answering nor a
+    /// kept idle one, or is marked already.
+    func markLast() -> Bool {
+        state.withLock { state in
+            guard !state.isFreed else { return false }
+            switch state.phase {
+            case .answering, .idle(_, _, kept: true):
+                state.isFreed = true
+                return true
+            case .accepting, .busy, .idle:
+                return false
+            }
+        }
+    }
+
+    /// Marked to end (`markLast`, `freeIfIdle`) and not back to `accept` yet.
+    var isMarked: Bool { state.withLock { $0.isFreed } }
+
     func markAccepting() {
         state.withLock { state in
             state.phase = .accepting
             state.isFreed = false
         }
+        idleWatch?.changed()
     }
 
     /// Serving a request (not waiting for one), for metrics.
     var isBusy: Bool {
         state.withLock { state in
-            if case .busy = state.phase { return true }
-            return false
+            switch state.phase {
+            case .busy, .answering: return true
+            case .accepting, .idle: return false
+            }
         }
     }
 
@@ -372,7 +426,7 @@ final class WorkerState: Sendable {
     /// return, and libfcgi then closes its own descriptor.
     func closeIfIdle(now: UInt64) {
         state.withLock { state in
-            if case .idle(let fd, let since) = state.phase, now &- since >= Self.drainIdleNanoseconds {
+            if case .idle(let fd, let since, _) = state.phase, now &- since >= Self.drainIdleNanoseconds {
                 shutdown(fd, Int32(SHUT_RD))
                 state.phase = .busy  // woken; never shut the same descriptor twice
             }
@@ -388,14 +442,14 @@ final class WorkerState: Sendable {
     }
 }
 
-/// Lets the cap watcher (see `WorkerPool.watchCap`) wait until some kept connection
-/// becomes idle. Workers signal only while the watcher waits, so the request path
-/// pays one atomic load.
+/// Lets the cap watcher (see `WorkerPool.watchCap`) wait until some connection
+/// starts answering a request or becomes idle. Workers signal only while the watcher
+/// waits, so the request path pays one atomic load.
 final class IdleWatch: Sendable {
     private let isWaiting = Atomic<Bool>(false)
     private let idle = DispatchSemaphore(value: 0)
 
-    func becameIdle() {
+    func changed() {
         if isWaiting.load(ordering: .relaxed), isWaiting.exchange(false, ordering: .acquiringAndReleasing) {
             idle.signal()
         }
@@ -411,10 +465,10 @@ final class IdleWatch: Sendable {
         if !isWaiting.exchange(false, ordering: .acquiringAndReleasing) { _ = idle.wait(timeout: .now()) }
     }
 
-    /// Waits (after `arm`) until a worker marks its connection idle, or the timeout
-    /// passed.
-    func waitForIdle(timeoutMilliseconds: Int) {
-        _ = idle.wait(timeout: .now() + .milliseconds(timeoutMilliseconds))
+    /// Waits (after `arm`) until a worker's connection starts answering or becomes
+    /// idle, or the timeout passed.
+    func waitForChange(timeoutNanoseconds: UInt64) {
+        _ = idle.wait(timeout: .now() + .nanoseconds(Int(min(timeoutNanoseconds, 1_000_000_000))))
         // A signal sent after the timeout stays in the semaphore: take it, so the next
         // wait does not return at once for an old arrival.
         disarm()

@@ -194,7 +194,7 @@ class Caddy(WebServer):
 
     def render(self):
         run = self.run_dir
-        site = self.shipped().replace(":80 {", f"http://127.0.0.1:{self.port} {{", 1)
+        site = self.shipped().replace(":80 {", f"http://:{self.port} {{\n\tbind 127.0.0.1", 1)
         (run / "Caddyfile").write_text(
             f"""{{
 	admin off
