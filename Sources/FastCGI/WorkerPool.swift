@@ -30,7 +30,7 @@ final class WorkerPool: Sendable {
     private let emptied = DispatchSemaphore(value: 0)
     /// Posted when the pool reaches its cap (see `watchCap`).
     private let capReached = DispatchSemaphore(value: 0)
-    /// Lets the cap watcher wait for a connection to become idle.
+    /// Lets the cap watcher wait for a connection to change state.
     let idleWatch = IdleWatch()
     let listener: Listener
     let context: ConnectionContext
@@ -293,7 +293,8 @@ final class WorkerState: Sendable {
     private struct State {
         var phase = Phase.accepting
         var isDraining = false
-        /// The current connection was shut to make room (see `freeIfIdle`).
+        /// The current connection was picked to end, to make room for one waiting in
+        /// the backlog (see `markLast`, `freeIfIdle`).
         var isFreed = false
         var thread: pthread_t?
     }
@@ -324,11 +325,6 @@ final class WorkerState: Sendable {
 
     var isDraining: Bool { state.withLock { $0.isDraining } }
 
-    /// The current response is the connection's last: the server drains, or the
-    /// connection was shut to make room (a request that was already on its way when
-    /// it was shut is answered, and the web server told to close it).
-    var endsConnection: Bool { state.withLock { $0.isDraining || $0.isFreed } }
-
     /// Since when (monotonic nanoseconds) the kept connection waits for its next
     /// request; `nil` when it is not idle, or new: a web server sends its first
     /// request right after it connects, so a new connection's request is on its way.
@@ -341,8 +337,8 @@ final class WorkerState: Sendable {
 
     /// Shuts the kept connection down if it is still idle (see `keptIdleSince`), to
     /// make room for a connection waiting in the backlog (see `WorkerPool.watchCap`);
-    /// `false` when it is not idle any more (or marked already, unless `force`). Like draining, it never closes the
-    /// descriptor: libfcgi does, once its read returns.
+    /// `false` when it is not idle any more (or marked already, unless `force`). Like
+    /// draining, it never closes the descriptor: libfcgi does, once its read returns.
     func freeIfIdle(force: Bool) -> Bool {
         state.withLock { state in
             guard case .idle(let fd, _, kept: true) = state.phase, force || !state.isFreed else { return false }
