@@ -295,3 +295,32 @@ def test_apache_with_a_pool_larger_than_max_connections_never_hangs():
         assert len(failed) <= len(answers) // 50, f"{len(failed)} of {len(answers)} failed"
     finally:
         stack.close()
+
+
+# ---------------------------------------------------------------- the API suite through each server
+
+#: The API part of the suite, run whole through each server (the `api` fixture's
+#: stack behind it: USERSD_E2E_FRONT, see harness.Stack).
+API_FILES = ("test_routes.py", "test_create.py", "test_email_key.py")
+#: Tests of what nginx's site does itself (its 413 carries nginx's request id).
+NGINX_ONLY = "not test_413_from_nginx_carries_request_id"
+
+
+@pytest.mark.parametrize("kind", webservers.SERVERS)
+def test_the_api_suite_passes_through(kind):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if webservers.missing_binaries():
+        pytest.skip(f"not installed: {webservers.missing_binaries()}")
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "USERSD_E2E_FRONT": kind, "USERSD_BIN": harness.usersd_bin()}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", NGINX_ONLY, *API_FILES],
+        cwd=here, env=env, capture_output=True, text=True, timeout=600,
+    )
+    summary = run.stdout.strip().splitlines()[-1:] or ["(no output)"]
+    assert run.returncode == 0, f"{kind}: {summary[0]}\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
+    assert " passed" in summary[0] and "skipped" not in summary[0], summary[0]
