@@ -104,16 +104,19 @@ enum ParamsGuard {
         while let record = Records.header(in: bytes, at: index) {
             guard record.version == 1, (1...11).contains(record.type) else { return .invalid }
             guard record.end <= bytes.endIndex else {
-                if params.count + record.contentLength > maximumBytes, record.kind == .params, let requestID {
+                if params.count + record.contentLength > maximumBytes, record.type == Records.Kind.params.rawValue,
+                    let requestID
+                {
                     return .tooLarge(requestID)
                 }
                 return pairsAreSane(params, allowPartial: true) ? .incomplete : .invalid
             }
             let content = bytes[record.contentRange]
-            switch record.kind {
-            case .beginRequest:
+            // On the raw type: this runs for every request.
+            switch record.type {
+            case Records.Kind.beginRequest.rawValue:
                 requestID = record.requestID
-            case .params:
+            case Records.Kind.params.rawValue:
                 if record.contentLength == 0 { return pairsAreSane(params, allowPartial: false) ? .complete : .invalid }
                 if params.isEmpty {
                     params = content
@@ -124,7 +127,7 @@ enum ParamsGuard {
                     params = gathered![...]
                 }
                 if params.count > maximumBytes { return requestID.map { .tooLarge($0) } ?? .invalid }
-            case .getValues:  // a management record libfcgi parses the same way
+            case Records.Kind.getValues.rawValue:  // a management record libfcgi parses the same way
                 if !pairsAreSane(content, allowPartial: false) { return .invalid }
             default:
                 break
@@ -189,7 +192,7 @@ enum ParamsGuard {
             }
             position = afterValue + nameLength + valueLength
         }
-        return CGIParams { values[$0] }.request(headers: headers).0
+        return CGIParams { values[$0] }.request(headers: headers)
     }
 
     /// Answers `requestID` with `response` (its head and body in one STDOUT record),

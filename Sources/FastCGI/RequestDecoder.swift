@@ -35,21 +35,19 @@ enum RequestDecoder {
             }
         }
         let params = CGIParams { known[$0] }
-        let (described, climbsAboveRoot) = params.request(headers: headers)
-        var decoded = described
-        if climbsAboveRoot {
+        let route = params.route
+        if route.climbsAboveRoot {
             discard(request.in)
-            return .rejected(decoded, aboveRoot)
+            return .rejected(params.request(headers: headers, path: route.path), aboveRoot)
         }
         if let contentLength = params.contentLength, contentLength > maxBodyBytes {
             discard(request.in)
-            return .rejected(decoded, tooLarge(maxBodyBytes))
+            return .rejected(params.request(headers: headers, path: route.path), tooLarge(maxBodyBytes))
         }
         guard let body = readBody(request.in, limit: maxBodyBytes) else {
-            return .rejected(decoded, tooLarge(maxBodyBytes))
+            return .rejected(params.request(headers: headers, path: route.path), tooLarge(maxBodyBytes))
         }
-        decoded.body = body
-        return .request(decoded)
+        return .request(params.request(headers: headers, path: route.path, body: body))
     }
 
     /// nginx answers 400 to a path whose `..` climbs above the root; usersd does the
@@ -224,16 +222,14 @@ struct CGIParams {
         return joined.isEmpty ? "/" : joined
     }
 
-    /// The request these params describe, without its body, and whether its path
-    /// climbs above the root (a 400, see `RequestDecoder.aboveRoot`).
-    func request(headers: HTTPHeaders) -> (Request, climbsAboveRoot: Bool) {
-        let route = self.route
-        let request = Request(
-            method: method, path: route.path, query: lookup(.queryString) ?? "",
+    /// The request these params describe, with `body`; `path` is `self.path` unless
+    /// given (the decoder resolves it once, see `route`).
+    func request(headers: HTTPHeaders, path: String? = nil, body: [UInt8] = []) -> Request {
+        Request(
+            method: method, path: path ?? self.path, query: lookup(.queryString) ?? "",
             contentType: lookup(.contentType).flatMap { $0.isEmpty ? nil : $0 },
-            headers: headers, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
+            headers: headers, body: body, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
         )
-        return (request, route.climbsAboveRoot)
     }
 
     var contentLength: Int? {

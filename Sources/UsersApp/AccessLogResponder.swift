@@ -18,7 +18,9 @@ struct AccessLogResponder: Responder {
     func respond(to request: Request) async -> Response {
         let start = MonotonicClock.nanoseconds()
         metrics.requestStarted()
-        return finish(await inner.respond(to: request), of: request, startedAt: start)
+        var response = await inner.respond(to: request)
+        finish(&response, of: request, startedAt: start)
+        return response
     }
 
     func respond(rejected request: Request, with error: HTTPError) async -> Response {
@@ -26,15 +28,16 @@ struct AccessLogResponder: Responder {
         metrics.requestStarted()
         var response = error.response
         response.route = "rejected"
-        return finish(response, of: request, startedAt: start)
+        finish(&response, of: request, startedAt: start)
+        return response
     }
 
-    private func finish(_ response: Response, of request: Request, startedAt start: UInt64) -> Response {
-        var response = response
+    /// Adds the request id; records the answer now, or when its stream ends.
+    private func finish(_ response: inout Response, of request: Request, startedAt start: UInt64) {
         response.headers.append(("X-Request-Id", request.requestID))
         guard case .stream(let produce) = response.body else {
             record(response, of: request, startedAt: start, aborted: false)
-            return response
+            return
         }
         let logged = response
         response.body = .stream { [self] writer in
@@ -46,7 +49,6 @@ struct AccessLogResponder: Responder {
             }
             record(logged, of: request, startedAt: start, aborted: false)
         }
-        return response
     }
 
     private func record(_ response: Response, of request: Request, startedAt start: UInt64, aborted: Bool) {

@@ -547,17 +547,18 @@ def parse_json(response) -> object:
         raise AssertionError(f"{response.status_code} body is not JSON: {response.content[:300]!r}")
 
 
-def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
+def seed_users(db, count: int, tag: str = "seed", name=None) -> list[dict]:
     """Inserts `count` users straight into a stopped service's (migrated) database;
-    returns them as {"name", "email"} in insertion order. Each `email_key` is the
-    service's (Sources/Store/EmailKey.swift): NFC, full case folding, NFC."""
+    returns them as {"name", "email"} in insertion order. `name(i)` makes the i-th
+    name (default `"{tag} user {i} ✓"`). Each `email_key` is the service's
+    (Sources/Store/EmailKey.swift): NFC, full case folding, NFC."""
     import sqlite3
     import unicodedata
 
     def email_key(email: str) -> str:
         return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email).casefold())
 
-    rows = [(f"{tag} user {i} ✓", f"{tag}{i}@example.com") for i in range(count)]
+    rows = [((name(i) if name else f"{tag} user {i} ✓"), f"{tag}{i}@example.com") for i in range(count)]
     stamp = "2024-01-02T03:04:05.000Z"
     connection = sqlite3.connect(str(db))
     try:
@@ -569,6 +570,22 @@ def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
     finally:
         connection.close()
     return [{"name": name, "email": email} for name, email in rows]
+
+
+def seeded_stack(count: int, tag: str, **kwargs) -> tuple["Stack", list[dict]]:
+    """A started Stack (kwargs as for Stack) whose database holds `count` users written
+    behind its back: started once for the schema, stopped, seeded, started again.
+    Returns the stack and the users seeded (see seed_users)."""
+    stack = Stack(**kwargs)
+    try:
+        stack.start()
+        assert stack.service.stop() == 0
+        seeded = seed_users(stack.service.db, count, tag=tag)
+        stack.service.start()
+    except BaseException:
+        stack.close()
+        raise
+    return stack, seeded
 
 
 def thread_policies(pid: int) -> dict[str, set[int]]:
