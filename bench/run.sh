@@ -12,6 +12,8 @@
 #   DURATION=5 WARMUP=1 bench/run.sh              # quicker
 #   MODE=memory bench/run.sh                      # only the memory run
 #   ROUTES="get_user users" TARGETS="c usersd" bench/run.sh
+#   SERVER=apache bench/run.sh                    # + usersd behind Apache httpd (lighttpd, caddy, h2o;
+#                                                 #   a list measures several in one run)
 #
 # Adapted from the shared harness ../shared/bench/bench.sh (process handling,
 # nginx layout, wrk script, C floor). Everything it starts lives under one run
@@ -21,7 +23,8 @@ set -euo pipefail
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 KNOBS=(MODE PORT DURATION WARMUP CONNS WRK_THREADS WRK_TIMEOUT NUSERS MEM_USERS TARGETS ROUTES KEEPALIVE
-       C_THREADS PREFIX TASK_CONCURRENCY TASK_QUEUE_LIMIT USERSD_ARGS USERSD_BIN BUILD RUN RESULTS_MD MEM_VERIFY SITE)
+       C_THREADS PREFIX TASK_CONCURRENCY TASK_QUEUE_LIMIT USERSD_ARGS USERSD_BIN BUILD RUN RESULTS_MD MEM_VERIFY SITE
+       SERVER)
 COMMAND=""
 for k in "${KNOBS[@]}"; do [[ -n "${!k+x}" ]] && COMMAND+="$k=${!k} "; done
 COMMAND+="bench/run.sh"
@@ -38,6 +41,10 @@ MEM_USERS="${MEM_USERS:-1000000}"        # users streamed by the memory run
 TARGETS="${TARGETS:-static c usersd}"    # + c-site: the C floor behind a copy of the shipped location
 ROUTES="${ROUTES:-get_user users add_user mixed start_task}"
 SITE="${SITE:-$ROOT/nginx/usersd.conf}"  # the shipped nginx site, rendered under $PREFIX
+# nginx, or other fronts for usersd as well: apache, lighttpd, caddy and/or h2o (a
+# list) with their shipped sites (docs/web-servers/), each measured as target
+# usersd-<server> beside nginx's, against the same usersd
+SERVER="${SERVER:-nginx}"
 PREFIX="${PREFIX:-/usersd}"              # URL prefix of usersd (usersd --prefix)
 # nginx upstream keepalive of the floor: the shipped site's value unless set
 KEEPALIVE="${KEEPALIVE:-$(sed -n 's/^[[:space:]]*keepalive[[:space:]]\{1,\}\([0-9]\{1,\}\);.*/\1/p' "$SITE" | head -n 1)}"
@@ -60,6 +67,16 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 case "$MODE" in all|throughput|memory) ;; *) die "MODE must be all, throughput or memory" ;; esac
+FRONTS=()
+for front in $SERVER; do
+  case "$front" in
+    nginx) ;;
+    apache|lighttpd|caddy|h2o) FRONTS+=("$front") ;;
+    *) die "SERVER must list nginx, apache, lighttpd, caddy or h2o" ;;
+  esac
+  binary="$front"; [[ "$front" == apache ]] && binary=apache2
+  command -v "$binary" >/dev/null || die "missing $binary (scripts/deps.sh bench installs it)"
+done
 [[ -f "$SITE" ]] || die "no nginx site file $SITE"
 PATH="$PATH:/usr/sbin:/sbin"
 command -v swift >/dev/null || { [[ -x /opt/swift/usr/bin/swift ]] && PATH="$PATH:/opt/swift/usr/bin"; }
@@ -255,20 +272,35 @@ if [[ "$MODE" != memory ]]; then
   USERSD_FLAGS=(--task-concurrency "$TASK_CONCURRENCY" --task-queue-limit "$TASK_QUEUE_LIMIT")
   # shellcheck disable=SC2206
   [[ -n "$USERSD_ARGS" ]] && USERSD_FLAGS+=($USERSD_ARGS)
+  if ((${#FRONTS[@]})); then
+    # Apache's and h2o's workers run as www-data: the socket's group, a traversable run dir.
+    USERSD_FLAGS+=(--socket-group www-data)
+    chmod 711 "$RUN"
+  fi
   if [[ " $TARGETS " == *" usersd "* ]]; then
     start_usersd usersd "$DB" "${USERSD_FLAGS[@]}"
-    targets+=("usersd=$PREFIX=$LAST_PID")
+    USERSD_PID="$LAST_PID"
+    targets+=("usersd=$PREFIX=$USERSD_PID")
+    for front in "${FRONTS[@]+"${FRONTS[@]}"}"; do
+      start "front-$front" "${TOOLS[@]}" front --kind "$front" --socket "$RUN/usersd.sock" --run "$RUN" \
+        --port-file "$RUN/$front.port" --pid-file "$RUN/$front.pids"
+      for _ in $(seq 1 300); do [[ -s "$RUN/$front.port" ]] && break; sleep 0.1; done
+      [[ -s "$RUN/$front.port" ]] || { cat "$RUN/logs/front-$front.log" >&2; die "$front did not start"; }
+      log "$front in front of the same usersd on port $(cat "$RUN/$front.port") (docs/web-servers/)"
+      targets+=("usersd-$front=http://127.0.0.1:$(cat "$RUN/$front.port")$PREFIX=$USERSD_PID")
+    done
   fi
+  url_of() { if [[ "$1" == http* ]]; then echo "$1"; else echo "$BASE$1"; fi; }
   for spec in "${targets[@]}"; do
     IFS== read -r _ p _ <<<"$spec"
-    wait_200 "$BASE$p/user/1"
+    wait_200 "$(url_of "$p")/user/1"
   done
 
   # GET /users must be the same bytes everywhere (measured before any POST)
   equal=null
   for spec in "${targets[@]}"; do
     IFS== read -r t p _ <<<"$spec"
-    curl -s -o "$RUN/users-$t.json" "$BASE$p/users"
+    curl -s -o "$RUN/users-$t.json" "$(url_of "$p")/users"
     if cmp -s "$RUN/users.json" "$RUN/users-$t.json"; then
       log "GET $p/users: identical to users.json ($(stat -c %s "$RUN/users.json") bytes)"
       [[ $t == usersd ]] && equal=true
@@ -298,6 +330,7 @@ if [[ "$MODE" != memory ]]; then
     --warmup "$WARMUP" --lua "$BENCH/bench.lua" --log "$RUN/logs/non2xx.log" --logdir "$RUN/logs" \
     --nginx-pid "$NGINX_PID" --db "$DB" --results "$RESULTS"
 
+  for front in "${FRONTS[@]+"${FRONTS[@]}"}"; do stop_proc "front-$front" 20; done
   if [[ " $TARGETS " == *" usersd "* ]]; then
     stop_proc usersd 30
     log "usersd stopped by SIGTERM in ${STOP_S}s, exit status $STOP_RC"

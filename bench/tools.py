@@ -10,6 +10,7 @@
   tools.py stream-mem    GET a URL with curl while sampling a PID's RSS every 50 ms
   tools.py expected      byte count and sha256 of GET /users over N seeded users
   tools.py table         print the results table (and write it as markdown)
+  tools.py front         run Apache/lighttpd/Caddy/h2o with its shipped site (docs/web-servers/) until TERM
 """
 import argparse
 import hashlib
@@ -389,9 +390,11 @@ def measure(a):
     results = open(a.results, "a")
     for route in a.routes.split():
         for name, prefix, pids in targets:
-            url = base + prefix
+            # A target behind another web server (SERVER=...) is a whole URL; its
+            # statuses are wrk's (nginx's access log does not see it).
+            url = prefix if prefix.startswith("http") else base + prefix
             tag = "%s-%s-%s" % (runtag, name, route)
-            is_usersd = name == "usersd"
+            is_usersd = name.startswith("usersd")
             rec = {"kind": "wrk", "route": route, "target": name, "url": url}
             u0 = db_scalar(a.db, "SELECT count(*) FROM users")[0][0] if is_usersd and a.db else None
             w0 = size(a.log)
@@ -700,6 +703,33 @@ def table(a):
             f.write("\n".join(lines_md) + "\n")
 
 
+# ------------------------------------------------------------------ other web servers
+
+def front(a):
+    """Starts one of the other web servers in front of usersd's socket with its
+    shipped site (the e2e suite's helper, Tests/e2e/support/webservers.py), writes
+    its port to --port-file and its pids to --pid-file, and stops it on TERM."""
+    import signal
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "e2e", "support"))
+    import webservers
+    server = webservers.make_server(a.kind, a.run, a.socket)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    server.start()
+    try:
+        with open(a.pid_file, "w") as f:
+            f.write(",".join(str(p) for p in [server.proc.pid] + children(server.proc.pid)))
+        with open(a.port_file, "w") as f:
+            f.write(str(server.port))
+        while not stopping.wait(0.5):
+            if server.proc.poll() is not None:
+                print("front: %s exited: %s" % (a.kind, server.log_tail()), file=sys.stderr)
+                return 1
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------ main
 
 def main():
@@ -749,13 +779,16 @@ def main():
     s.add_argument("--nginx-pid", type=int, required=True)
     s.add_argument("--db")
     s.add_argument("--results", required=True)
+    s = sub.add_parser("front")
+    for k in ("kind", "socket", "run", "port-file", "pid-file"):
+        s.add_argument("--" + k, required=True)
     s = sub.add_parser("table")
     s.add_argument("results")
     s.add_argument("--markdown-out")
     a = p.parse_args()
     fn = {"render-site": render_site, "users-json": users_json, "seed-sql": seed_sql, "expected": expected,
           "notify-wait": notify_wait, "proc": proc, "stream-mem": stream_mem, "measure": measure,
-          "table": table}[a.cmd]
+          "table": table, "front": front}[a.cmd]
     sys.exit(fn(a) or 0)
 
 

@@ -1,3 +1,4 @@
+internal import CFastCGI
 import Glibc
 
 /// A FastCGI client for one request, used to check usersd from inside.

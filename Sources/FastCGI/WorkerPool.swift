@@ -20,10 +20,18 @@ final class WorkerPool: Sendable {
         var accepted = 0
         var isDraining = false
         var workers: [ObjectIdentifier: WorkerState] = [:]
+
+        /// Every thread allowed serves a connection and none accepts: connections that
+        /// arrive now wait in the listening socket's backlog.
+        func isAtCap(_ maxThreads: Int) -> Bool { accepting == 0 && threads >= maxThreads }
     }
 
     private let state = Mutex(State())
     private let emptied = DispatchSemaphore(value: 0)
+    /// Posted when the pool reaches its cap (see `watchCap`).
+    private let capReached = DispatchSemaphore(value: 0)
+    /// Lets the cap watcher wait for a connection to change state.
+    let idleWatch = IdleWatch()
     let listener: Listener
     let context: ConnectionContext
     let maxThreads: Int
@@ -71,12 +79,13 @@ final class WorkerPool: Sendable {
 
     func start(threads: Int) {
         for _ in 0..<threads { spawn() }
+        NamedThread.start("usersd-cap") { [self] in watchCap() }
     }
 
     /// Starts a thread that begins by accepting (counted as accepting at once, so the
     /// spawner never starts two for the same gap).
     private func spawn() {
-        let worker = WorkerState()
+        let worker = WorkerState(idleWatch: idleWatch)
         let admitted = state.withLock { state -> Bool in
             guard !state.isDraining, state.threads < maxThreads else { return false }
             state.threads += 1
@@ -123,13 +132,14 @@ final class WorkerPool: Sendable {
     private func acceptAndServe(_ worker: WorkerState, resources: WorkerThreadResources) async {
         while true {
             let (fd, code) = resources.executor.whileWaiting { (listener.acceptBlocking(), errno) }
-            let (keepGoing, spawnAnother) = state.withLock { state -> (Bool, Bool) in
+            let (keepGoing, spawnAnother, atCap) = state.withLock { state -> (Bool, Bool, Bool) in
                 state.accepting -= 1
                 if fd >= 0 { state.accepted += 1 }
                 let spawn = fd >= 0 && state.accepting == 0 && !state.isDraining && state.threads < maxThreads
-                return (!state.isDraining, spawn)
+                return (!state.isDraining, spawn, fd >= 0 && !state.isDraining && state.isAtCap(maxThreads))
             }
             if spawnAnother { spawn() }
+            if atCap { capReached.signal() }
             if fd >= 0 {
                 await ConnectionWorker(fd: fd, state: worker, context: context, resources: resources).serve()
             } else if keepGoing {
@@ -149,6 +159,70 @@ final class WorkerPool: Sendable {
         }
     }
 
+    /// Frees a connection for each connection that waits in the backlog while the pool
+    /// is at its cap (`--max-connections`).
+    ///
+    /// libfcgi pins a kept connection to its thread, so a web server whose pool of
+    /// kept connections is larger than the cap (Apache httpd keeps every connection it
+    /// opened) would leave the connections beyond it waiting in the backlog for ever,
+    /// with a request already written into them. While one waits, one connection at a
+    /// time is picked to end:
+    /// 1. one idle for `WorkerState.drainIdleNanoseconds` or longer, the longest idle
+    ///    first, is shut down (`WorkerState.freeIfIdle`): nginx and Apache reuse their
+    ///    most recently used connections first, so one idle that long is the least
+    ///    likely to carry a request at that moment;
+    /// 2. else one answering a request, or else the kept connection idle the shortest
+    ///    time (the web server's next pick), is marked (`WorkerState.markLast`): its
+    ///    current or next response is its last, which the web server learns before it
+    ///    could send another request on it, so nothing is lost. If a marked idle
+    ///    connection stays idle that long, it is shut down as in 1.
+    /// The picked connection's thread then returns to `accept` and takes the waiting
+    /// one. The rule remains to size the web server's pool within the cap; this keeps
+    /// a larger one from hanging.
+    ///
+    /// The watcher blocks until the pool reaches the cap, then until a connection
+    /// waits in the backlog (`poll` on the listening socket), then until a worker's
+    /// connection changes state or the idle time of 1 is reached; its poll's timeout
+    /// only notices that the pool left the cap.
+    private func watchCap() {
+        while true {
+            capReached.wait()
+            while true {
+                let (atCap, draining) = state.withLock { ($0.isAtCap(maxThreads), $0.isDraining) }
+                if draining { return }
+                guard atCap else { break }
+                var waiting = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&waiting, 1, 250) > 0, waiting.revents & Int16(POLLIN) != 0 else { continue }
+                // Armed before looking, so a connection that changes after the look
+                // wakes the wait.
+                idleWatch.arm()
+                idleWatch.waitForChange(timeoutNanoseconds: pickConnectionToEnd())
+            }
+        }
+    }
+
+    /// Picks a connection to end, or shuts down a marked one idle too long (see
+    /// `watchCap`); returns how long to wait at most before looking again.
+    private func pickConnectionToEnd() -> UInt64 {
+        let workers = state.withLock { Array($0.workers.values) }
+        let now = MonotonicClock.nanoseconds()
+        let threshold = WorkerState.drainIdleNanoseconds
+        let idle = workers.compactMap { worker in worker.keptIdleSince.map { (worker, now &- $0) } }
+            .sorted { $0.1 > $1.1 }  // longest idle first
+        if let marked = workers.first(where: \.isMarked) {
+            // One at a time: wait for it to come back to `accept`.
+            guard let (_, idleFor) = idle.first(where: { $0.0 === marked }) else { return threshold }
+            if idleFor >= threshold, marked.freeIfIdle(force: true) { return threshold }
+            return threshold - min(idleFor, threshold - 1)
+        }
+        if idle.contains(where: { $0.1 >= threshold && $0.0.freeIfIdle(force: false) }) { return threshold }
+        // An answering connection first, then the one idle the shortest time.
+        _ =
+            workers.contains { $0.keptIdleSince == nil && $0.markLast() }
+            || idle.reversed().contains { $0.0.markLast() }
+        return threshold
+    }
+
     /// Stops accepting (once; later calls do nothing). Threads in `accept` return;
     /// connections close after their next response, or once idle for a moment (see
     /// `WorkerState`).
@@ -158,6 +232,8 @@ final class WorkerPool: Sendable {
             return state.isDraining
         }
         guard !already else { return }
+        capReached.signal()
+        idleWatch.wake()
         listener.stopAccepting()
         for worker in state.withLock({ Array($0.workers.values) }) { worker.beginDraining() }
     }
@@ -207,14 +283,19 @@ final class WorkerState: Sendable {
     private enum Phase {
         case accepting
         case busy
+        /// Handling a request: its response is not finished.
+        case answering
         /// Waiting for nginx's next request on a kept connection, since `since`
-        /// (monotonic nanoseconds).
-        case idle(Int32, since: UInt64)
+        /// (monotonic nanoseconds); `kept` once the connection served a request.
+        case idle(Int32, since: UInt64, kept: Bool)
     }
 
     private struct State {
         var phase = Phase.accepting
         var isDraining = false
+        /// The current connection was picked to end, to make room for one waiting in
+        /// the backlog (see `markLast`, `freeIfIdle`).
+        var isFreed = false
         var thread: pthread_t?
     }
 
@@ -224,32 +305,111 @@ final class WorkerState: Sendable {
     static let drainIdleNanoseconds: UInt64 = 250_000_000
 
     private let state = Mutex(State())
+    private let idleWatch: IdleWatch?
+
+    init(idleWatch: IdleWatch? = nil) {
+        self.idleWatch = idleWatch
+    }
 
     func setThread(_ thread: pthread_t) {
         state.withLock { $0.thread = thread }
     }
 
-    /// Marks the connection idle (waiting for nginx's next request).
-    func markIdle(_ fd: Int32) {
+    /// Marks the connection idle (waiting for nginx's next request); `kept` when it
+    /// already served one.
+    func markIdle(_ fd: Int32, kept: Bool) {
         let now = MonotonicClock.nanoseconds()
-        state.withLock { $0.phase = .idle(fd, since: now) }
+        state.withLock { $0.phase = .idle(fd, since: now, kept: kept) }
+        idleWatch?.changed()
     }
 
     var isDraining: Bool { state.withLock { $0.isDraining } }
+
+    /// Since when (monotonic nanoseconds) the kept connection waits for its next
+    /// request; `nil` when it is not idle, or new: a web server sends its first
+    /// request right after it connects, so a new connection's request is on its way.
+    var keptIdleSince: UInt64? {
+        state.withLock { state in
+            if case .idle(_, let since, kept: true) = state.phase { return since }
+            return nil
+        }
+    }
+
+    /// Shuts the kept connection down if it is still idle (see `keptIdleSince`), to
+    /// make room for a connection waiting in the backlog (see `WorkerPool.watchCap`);
+    /// `false` when it is not idle any more (or marked already, unless `force`). Like
+    /// draining, it never closes the descriptor: libfcgi does, once its read returns.
+    func freeIfIdle(force: Bool) -> Bool {
+        state.withLock { state in
+            guard case .idle(let fd, _, kept: true) = state.phase, force || !state.isFreed else { return false }
+            // Both ways, unlike draining: the web server sees the connection end at
+            // once (a hang-up), before its next request could pick it, and opens a
+            // new one. Apache checks a kept connection that way before reusing it
+            // (`ap_proxy_is_socket_connected`); shut for reading only, it would look
+            // alive until libfcgi closes it, and a request sent meanwhile fails.
+            shutdown(fd, Int32(SHUT_RDWR))
+            state.phase = .busy  // woken; never shut the same descriptor twice
+            state.isFreed = true
+            return true
+        }
+    }
 
     func markBusy() {
         state.withLock { $0.phase = .busy }
     }
 
+    /// A request was read: its response follows.
+    func markAnswering() {
+        state.withLock { $0.phase = .answering }
+        idleWatch?.changed()
+    }
+
+    /// The response was written (all but its end records); `true` when it is the
+    /// connection's last: the server drains, or the connection was picked to make
+    /// room (`markLast`, `freeIfIdle`).
+    func finishAnswer() -> Bool {
+        state.withLock { state in
+            state.phase = .busy
+            return state.isDraining || state.isFreed
+        }
+    }
+
+    /// Makes the connection's current or next response its last (see
+    /// `WorkerPool.watchCap`): it ends with `Records.closingEnd`, so the web server
+    /// closes the connection instead of sending another request on it, and the thread
+    /// returns to `accept`. `false` when the connection is neither answering nor a
+    /// kept idle one, or is marked already.
+    func markLast() -> Bool {
+        state.withLock { state in
+            guard !state.isFreed else { return false }
+            switch state.phase {
+            case .answering, .idle(_, _, kept: true):
+                state.isFreed = true
+                return true
+            case .accepting, .busy, .idle:
+                return false
+            }
+        }
+    }
+
+    /// Marked to end (`markLast`, `freeIfIdle`) and not back to `accept` yet.
+    var isMarked: Bool { state.withLock { $0.isFreed } }
+
     func markAccepting() {
-        state.withLock { $0.phase = .accepting }
+        state.withLock { state in
+            state.phase = .accepting
+            state.isFreed = false
+        }
+        idleWatch?.changed()
     }
 
     /// Serving a request (not waiting for one), for metrics.
     var isBusy: Bool {
         state.withLock { state in
-            if case .busy = state.phase { return true }
-            return false
+            switch state.phase {
+            case .busy, .answering: return true
+            case .accepting, .idle: return false
+            }
         }
     }
 
@@ -262,7 +422,7 @@ final class WorkerState: Sendable {
     /// return, and libfcgi then closes its own descriptor.
     func closeIfIdle(now: UInt64) {
         state.withLock { state in
-            if case .idle(let fd, let since) = state.phase, now &- since >= Self.drainIdleNanoseconds {
+            if case .idle(let fd, let since, _) = state.phase, now &- since >= Self.drainIdleNanoseconds {
                 shutdown(fd, Int32(SHUT_RD))
                 state.phase = .busy  // woken; never shut the same descriptor twice
             }
@@ -275,5 +435,43 @@ final class WorkerState: Sendable {
                 pthread_kill(thread, AcceptInterruption.number)
             }
         }
+    }
+}
+
+/// Lets the cap watcher (see `WorkerPool.watchCap`) wait until some connection
+/// starts answering a request or becomes idle. Workers signal only while the watcher
+/// waits, so the request path pays one atomic load.
+final class IdleWatch: Sendable {
+    private let isWaiting = Atomic<Bool>(false)
+    private let idle = DispatchSemaphore(value: 0)
+
+    func changed() {
+        if isWaiting.load(ordering: .relaxed), isWaiting.exchange(false, ordering: .acquiringAndReleasing) {
+            idle.signal()
+        }
+    }
+
+    /// From here on, the next connection to go idle signals.
+    func arm() {
+        isWaiting.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    /// No wait after all: drop a signal sent meanwhile.
+    func disarm() {
+        if !isWaiting.exchange(false, ordering: .acquiringAndReleasing) { _ = idle.wait(timeout: .now()) }
+    }
+
+    /// Waits (after `arm`) until a worker's connection starts answering or becomes
+    /// idle, or the timeout passed.
+    func waitForChange(timeoutNanoseconds: UInt64) {
+        _ = idle.wait(timeout: .now() + .nanoseconds(Int(min(timeoutNanoseconds, 1_000_000_000))))
+        // A signal sent after the timeout stays in the semaphore: take it, so the next
+        // wait does not return at once for an old arrival.
+        disarm()
+    }
+
+    /// Ends a wait (draining).
+    func wake() {
+        idle.signal()
     }
 }
