@@ -12,6 +12,8 @@
 #   DURATION=5 WARMUP=1 bench/run.sh              # quicker
 #   MODE=memory bench/run.sh                      # only the memory run
 #   ROUTES="get_user users" TARGETS="c usersd" bench/run.sh
+#   SERVER=apache bench/run.sh                    # + usersd behind Apache httpd (lighttpd, caddy, h2o;
+#                                                 #   a list measures several in one run)
 #
 # Adapted from the shared harness ../shared/bench/bench.sh (process handling,
 # nginx layout, wrk script, C floor). Everything it starts lives under one run
@@ -21,7 +23,8 @@ set -euo pipefail
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 KNOBS=(MODE PORT DURATION WARMUP CONNS WRK_THREADS WRK_TIMEOUT NUSERS MEM_USERS TARGETS ROUTES KEEPALIVE
-       C_THREADS PREFIX TASK_CONCURRENCY TASK_QUEUE_LIMIT USERSD_ARGS USERSD_BIN BUILD RUN RESULTS_MD MEM_VERIFY SITE)
+       C_THREADS PREFIX TASK_CONCURRENCY TASK_QUEUE_LIMIT USERSD_ARGS USERSD_BIN BUILD RUN RESULTS_MD MEM_VERIFY SITE
+       SERVER)
 COMMAND=""
 for k in "${KNOBS[@]}"; do [[ -n "${!k+x}" ]] && COMMAND+="$k=${!k} "; done
 COMMAND+="bench/run.sh"
@@ -39,6 +42,10 @@ TARGETS="${TARGETS:-static c usersd usersd-auth}"  # + c-site: the C floor behin
                                          # usersd-auth: usersd with --auth-file, driven with a token
 ROUTES="${ROUTES:-get_user users add_user mixed start_task}"
 SITE="${SITE:-$ROOT/nginx/usersd.conf}"  # the shipped nginx site, rendered under $PREFIX
+# nginx, or other fronts for usersd as well: apache, lighttpd, caddy and/or h2o (a
+# list) with their shipped sites (docs/web-servers/), each measured as target
+# usersd-<server> beside nginx's, against the same usersd
+SERVER="${SERVER:-nginx}"
 PREFIX="${PREFIX:-/usersd}"              # URL prefix of usersd (usersd --prefix)
 # nginx upstream keepalive of the floor: the shipped site's value unless set
 KEEPALIVE="${KEEPALIVE:-$(sed -n 's/^[[:space:]]*keepalive[[:space:]]\{1,\}\([0-9]\{1,\}\);.*/\1/p' "$SITE" | head -n 1)}"
@@ -61,6 +68,16 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 case "$MODE" in all|throughput|memory) ;; *) die "MODE must be all, throughput or memory" ;; esac
+FRONTS=()
+for front in $SERVER; do
+  case "$front" in
+    nginx) ;;
+    apache|lighttpd|caddy|h2o) FRONTS+=("$front") ;;
+    *) die "SERVER must list nginx, apache, lighttpd, caddy or h2o" ;;
+  esac
+  binary="$front"; [[ "$front" == apache ]] && binary=apache2
+  command -v "$binary" >/dev/null || die "missing $binary (scripts/deps.sh bench installs it)"
+done
 [[ -f "$SITE" ]] || die "no nginx site file $SITE"
 PATH="$PATH:/usr/sbin:/sbin"
 command -v swift >/dev/null || { [[ -x /opt/swift/usr/bin/swift ]] && PATH="$PATH:/opt/swift/usr/bin"; }
@@ -264,9 +281,23 @@ if [[ "$MODE" != memory ]]; then
   USERSD_FLAGS=(--task-concurrency "$TASK_CONCURRENCY" --task-queue-limit "$TASK_QUEUE_LIMIT")
   # shellcheck disable=SC2206
   [[ -n "$USERSD_ARGS" ]] && USERSD_FLAGS+=($USERSD_ARGS)
+  if ((${#FRONTS[@]})); then
+    # Apache's and h2o's workers run as www-data: the socket's group, a traversable run dir.
+    USERSD_FLAGS+=(--socket-group www-data)
+    chmod 711 "$RUN"
+  fi
   if [[ " $TARGETS " == *" usersd "* ]]; then
     start_usersd usersd "$DB" "${USERSD_FLAGS[@]}"
-    targets+=("usersd=$PREFIX=$LAST_PID")
+    USERSD_PID="$LAST_PID"
+    targets+=("usersd=$PREFIX=$USERSD_PID")
+    for front in "${FRONTS[@]+"${FRONTS[@]}"}"; do
+      start "front-$front" "${TOOLS[@]}" front --kind "$front" --socket "$RUN/usersd.sock" --run "$RUN" \
+        --port-file "$RUN/$front.port" --pid-file "$RUN/$front.pids"
+      for _ in $(seq 1 300); do [[ -s "$RUN/$front.port" ]] && break; sleep 0.1; done
+      [[ -s "$RUN/$front.port" ]] || { cat "$RUN/logs/front-$front.log" >&2; die "$front did not start"; }
+      log "$front in front of the same usersd on port $(cat "$RUN/$front.port") (docs/web-servers/)"
+      targets+=("usersd-$front=http://127.0.0.1:$(cat "$RUN/$front.port")$PREFIX=$USERSD_PID")
+    done
   fi
   if [[ " $TARGETS " == *" usersd-auth "* ]]; then
     # The same, with access control on: its own copy of the seeded database, a token
@@ -282,10 +313,11 @@ if [[ "$MODE" != memory ]]; then
     c401="$(curl -s -o /dev/null -w '%{http_code}' "$BASE$PREFIX-auth/user/1")"
     [[ "$c401" == 401 ]] || die "GET $PREFIX-auth/user/1 without a token -> $c401, not 401 (another nginx on port $PORT?)"
   fi
+  url_of() { if [[ "$1" == http* ]]; then echo "$1"; else echo "$BASE$1"; fi; }
   for spec in "${targets[@]}"; do
     IFS== read -r _ p _ <<<"$spec"
     mapfile -t hdr < <(auth_header "$p")
-    wait_200 "$BASE$p/user/1" "${hdr[@]+"${hdr[@]}"}"
+    wait_200 "$(url_of "$p")/user/1" "${hdr[@]+"${hdr[@]}"}"
   done
 
   # GET /users must be the same bytes everywhere (measured before any POST)
@@ -293,7 +325,7 @@ if [[ "$MODE" != memory ]]; then
   for spec in "${targets[@]}"; do
     IFS== read -r t p _ <<<"$spec"
     mapfile -t hdr < <(auth_header "$p")
-    curl -s -o "$RUN/users-$t.json" "${hdr[@]+"${hdr[@]}"}" "$BASE$p/users"
+    curl -s -o "$RUN/users-$t.json" "${hdr[@]+"${hdr[@]}"}" "$(url_of "$p")/users"
     if cmp -s "$RUN/users.json" "$RUN/users-$t.json"; then
       log "GET $p/users: identical to users.json ($(stat -c %s "$RUN/users.json") bytes)"
       [[ $t == usersd ]] && equal=true
@@ -321,8 +353,9 @@ if [[ "$MODE" != memory ]]; then
   "${TOOLS[@]}" measure "${targets[@]/#/--target=}" --routes "$ROUTES" --port "$PORT" --nusers "$NUSERS" \
     --conns "$CONNS" --wrk-threads "$WRK_THREADS" --wrk-timeout "$WRK_TIMEOUT" --duration "$DURATION" \
     --warmup "$WARMUP" --lua "$BENCH/bench.lua" --log "$RUN/logs/non2xx.log" --logdir "$RUN/logs" \
-    --nginx-pid "$NGINX_PID" --db "$DB" --results "$RESULTS"
+    --nginx-pid "$NGINX_PID" --db "$DB" --auth-db "$RUN/usersd-auth/users.sqlite3" --results "$RESULTS"
 
+  for front in "${FRONTS[@]+"${FRONTS[@]}"}"; do stop_proc "front-$front" 20; done
   if [[ " $TARGETS " == *" usersd "* ]]; then
     stop_proc usersd 30
     log "usersd stopped by SIGTERM in ${STOP_S}s, exit status $STOP_RC"

@@ -10,6 +10,7 @@
   tools.py stream-mem    GET a URL with curl while sampling a PID's RSS every 50 ms
   tools.py expected      byte count and sha256 of GET /users over N seeded users
   tools.py table         print the results table (and write it as markdown)
+  tools.py front         run Apache/lighttpd/Caddy/h2o with its shipped site (docs/web-servers/) until TERM
 """
 import argparse
 import hashlib
@@ -398,11 +399,15 @@ def measure(a):
     results = open(a.results, "a")
     for route in a.routes.split():
         for name, prefix, pids, token in targets:
-            url = base + prefix
+            # A target behind another web server (SERVER=...) is a whole URL; its
+            # statuses are wrk's (nginx's access log does not see it).
+            url = prefix if prefix.startswith("http") else base + prefix
             tag = "%s-%s-%s" % (runtag, name, route)
-            is_usersd = name == "usersd"
+            is_usersd = name.startswith("usersd")
+            # usersd-auth is a usersd of its own, on its own copy of the database
+            db = a.auth_db if name == "usersd-auth" else a.db
             rec = {"kind": "wrk", "route": route, "target": name, "url": url}
-            u0 = db_scalar(a.db, "SELECT count(*) FROM users")[0][0] if is_usersd and a.db else None
+            u0 = db_scalar(db, "SELECT count(*) FROM users")[0][0] if is_usersd and db else None
             w0 = size(a.log)
             warm = None
             if a.warmup > 0:
@@ -452,9 +457,9 @@ def measure(a):
             rec["nginx_us_per_req"] = round(c_ng / n * 1e6, 1)
             if is_usersd and pids:
                 rec["usersd_proc"] = proc_status(pids[0])
-            if is_usersd and a.db:
+            if is_usersd and db:
                 time.sleep(0.5)
-                u1 = db_scalar(a.db, "SELECT count(*) FROM users")[0][0]
+                u1 = db_scalar(db, "SELECT count(*) FROM users")[0][0]
                 rec["rows_added"] = u1 - u0 if isinstance(u1, int) and isinstance(u0, int) else None
                 if route == "add_user":
                     ok = res.get("requests", 0) - res.get("non2xx3xx", 0)
@@ -462,7 +467,7 @@ def measure(a):
                         ok += warm.get("requests", 0) - warm.get("non2xx3xx", 0)
                     rec["answered_2xx_incl_warmup"] = ok
                 if route == "start_task":
-                    rec["tasks"] = dict(db_scalar(a.db, "SELECT state, count(*) FROM tasks GROUP BY state"))
+                    rec["tasks"] = dict(db_scalar(db, "SELECT state, count(*) FROM tasks GROUP BY state"))
             results.write(json.dumps(rec) + "\n")
             results.flush()
             print("[bench %s] %-10s %-7s %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  max %8.2f ms  errors %d%s" % (
@@ -718,6 +723,33 @@ def table(a):
             f.write("\n".join(lines_md) + "\n")
 
 
+# ------------------------------------------------------------------ other web servers
+
+def front(a):
+    """Starts one of the other web servers in front of usersd's socket with its
+    shipped site (the e2e suite's helper, Tests/e2e/support/webservers.py), writes
+    its port to --port-file and its pids to --pid-file, and stops it on TERM."""
+    import signal
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "e2e", "support"))
+    import webservers
+    server = webservers.make_server(a.kind, a.run, a.socket)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    server.start()
+    try:
+        with open(a.pid_file, "w") as f:
+            f.write(",".join(str(p) for p in [server.proc.pid] + children(server.proc.pid)))
+        with open(a.port_file, "w") as f:
+            f.write(str(server.port))
+        while not stopping.wait(0.5):
+            if server.proc.poll() is not None:
+                print("front: %s exited: %s" % (a.kind, server.log_tail()), file=sys.stderr)
+                return 1
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------ main
 
 def main():
@@ -767,14 +799,18 @@ def main():
     s.add_argument("--logdir", required=True)
     s.add_argument("--nginx-pid", type=int, required=True)
     s.add_argument("--db")
+    s.add_argument("--auth-db", help="usersd-auth's database")
     s.add_argument("--results", required=True)
+    s = sub.add_parser("front")
+    for k in ("kind", "socket", "run", "port-file", "pid-file"):
+        s.add_argument("--" + k, required=True)
     s = sub.add_parser("table")
     s.add_argument("results")
     s.add_argument("--markdown-out")
     a = p.parse_args()
     fn = {"render-site": render_site, "users-json": users_json, "seed-sql": seed_sql, "expected": expected,
           "notify-wait": notify_wait, "proc": proc, "stream-mem": stream_mem, "measure": measure,
-          "table": table}[a.cmd]
+          "table": table, "front": front}[a.cmd]
     sys.exit(fn(a) or 0)
 
 

@@ -17,25 +17,36 @@ enum RequestDecoder {
     static func decode(_ request: FCGX_Request, maxBodyBytes: Int) -> Outcome {
         let (known, headers) = params(of: request)
         let params = CGIParams { known[$0] }
+        let route = params.route
+        if route.climbsAboveRoot {
+            discard(request.in)
+            return .rejected(params.request(headers: headers, path: route.path), aboveRoot)
+        }
         if let contentLength = params.contentLength, contentLength > maxBodyBytes {
             discard(request.in)
-            return .rejected(params.request(headers: headers), tooLarge(maxBodyBytes))
+            return .rejected(params.request(headers: headers, path: route.path), tooLarge(maxBodyBytes))
         }
         guard let body = readBody(request.in, limit: maxBodyBytes) else {
-            return .rejected(params.request(headers: headers), tooLarge(maxBodyBytes))
+            return .rejected(params.request(headers: headers, path: route.path), tooLarge(maxBodyBytes))
         }
-        return .request(params.request(headers: headers, body: body))
+        return .request(params.request(headers: headers, path: route.path, body: body))
     }
 
     /// Decodes the params, asks `admit` whether the request may go on (see
     /// `Responder.admit`), then reads the body. A refused request's body, like one
-    /// over the limit, is discarded unread.
+    /// over the limit, is discarded unread. A path that climbs above the root is
+    /// refused first, as without `admit`: it names no route at all.
     static func decode(
         _ request: FCGX_Request, maxBodyBytes: Int, admit: (inout Request) -> HTTPError?
     ) -> Outcome {
         let (known, headers) = params(of: request)
         let params = CGIParams { known[$0] }
-        var decoded = params.request(headers: headers)
+        let route = params.route
+        var decoded = params.request(headers: headers, path: route.path)
+        if route.climbsAboveRoot {
+            discard(request.in)
+            return .rejected(decoded, aboveRoot)
+        }
         if let refusal = admit(&decoded) {
             discard(request.in)
             return .rejected(decoded, refusal)
@@ -77,6 +88,10 @@ enum RequestDecoder {
         }
         return (known, headers)
     }
+
+    /// nginx answers 400 to a path whose `..` climbs above the root; usersd does the
+    /// same when the web server passed the path on as the client wrote it.
+    static let aboveRoot = HTTPError(.badRequest, "Request path climbs above the root")
 
     static func tooLarge(_ limit: Int) -> HTTPError {
         HTTPError(.payloadTooLarge, "Request body is larger than \(limit) bytes")
@@ -211,8 +226,10 @@ struct KnownParams {
 }
 
 /// The CGI parameters usersd routes on, with the fallbacks stock `fastcgi_params`
-/// needs (`DOCUMENT_URI`, else the path of `REQUEST_URI`, else `SCRIPT_NAME` +
-/// `PATH_INFO`).
+/// and the other web servers need (`DOCUMENT_URI`, else the percent-decoded path of
+/// `REQUEST_URI`, else `SCRIPT_NAME` + `PATH_INFO`). Only nginx sends `DOCUMENT_URI`
+/// (Caddy sends it empty); Apache httpd, lighttpd, Caddy and h2o are routed on
+/// `REQUEST_URI`, which they pass on as the client wrote it.
 struct CGIParams {
     let lookup: (KnownParams.Name) -> String?
 
@@ -223,7 +240,18 @@ struct CGIParams {
         return method.isEmpty ? "GET" : method
     }
 
-    var path: String {
+    /// The path to route on, its dot segments resolved (see `DotSegments`), and whether
+    /// it climbs above the root (then `path` is the decoded path as sent, for the log).
+    var route: (path: String, climbsAboveRoot: Bool) {
+        let sent = sentPath
+        guard let resolved = DotSegments.resolve(sent) else { return (sent, true) }
+        return (resolved, false)
+    }
+
+    var path: String { route.path }
+
+    /// The decoded path as the web server passed it on.
+    private var sentPath: String {
         if let uri = lookup(.documentURI), !uri.isEmpty { return uri }
         if let uri = lookup(.requestURI), !uri.isEmpty {
             let raw = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
@@ -233,10 +261,11 @@ struct CGIParams {
         return joined.isEmpty ? "/" : joined
     }
 
-    /// The request these params describe, without its body.
-    func request(headers: HTTPHeaders, body: [UInt8] = []) -> Request {
+    /// The request these params describe, with `body`; `path` is `self.path` unless
+    /// given (the decoder resolves it once, see `route`).
+    func request(headers: HTTPHeaders, path: String? = nil, body: [UInt8] = []) -> Request {
         Request(
-            method: method, path: path, query: lookup(.queryString) ?? "",
+            method: method, path: path ?? self.path, query: lookup(.queryString) ?? "",
             contentType: lookup(.contentType).flatMap { $0.isEmpty ? nil : $0 },
             headers: headers, body: body, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
         )

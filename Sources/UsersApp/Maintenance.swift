@@ -1,6 +1,5 @@
 import Foundation
 import Store
-import StoreSQLite
 
 /// The operational subcommands: `migrate`, `check`, `backup PATH`.
 struct Maintenance {
@@ -78,9 +77,7 @@ struct Maintenance {
     @available(*, noasync, message: "runs the whole process")
     func backup(to destination: String) -> Int32 {
         do throws(BackupFailure) {
-            try SQLiteStore.backup(
-                databaseAt: configuration.databasePath, to: destination,
-                busyTimeoutMilliseconds: Int32(configuration.busyTimeoutMilliseconds))
+            try Backends.backup(configuration, to: destination)
             print("backup written to \(destination)")
             return 0
         } catch {

@@ -497,11 +497,24 @@ http {{
 
 
 class Stack:
-    """usersd + nginx in one temporary directory; `url(path)` goes through nginx."""
+    """usersd + nginx in one temporary directory; `url(path)` goes through nginx.
+
+    USERSD_E2E_FRONT=apache|lighttpd|caddy|h2o puts a shipped-site stack (the `api`
+    fixture's) behind that server's site in docs/web-servers/ instead (see
+    support/webservers.py); `nginx` is then that server."""
 
     def __init__(self, mode="socket", nginx_kind="shipped", locations=("/",), args=(), env=None, workdir=None):
         self.owns_dir = workdir is None
         self.dir = Path(workdir or make_workdir())
+        front = os.environ.get("USERSD_E2E_FRONT", "")
+        if front and front != "nginx" and mode == "socket" and nginx_kind == "shipped":
+            import webservers
+
+            webservers.prepare_workdir(self.dir)
+            self.service = Service(self.dir, mode=mode, args=[*webservers.SOCKET_ARGS, *args], env=env)
+            self.nginx = webservers.make_server(front, self.dir, self.service.socket)
+            self.service.nginx = self.nginx
+            return
         self.service = Service(self.dir, mode=mode, args=args, env=env)
         upstream = f"127.0.0.1:{self.service.tcp_port}" if mode == "tcp" else None
         self.nginx = Nginx(self.dir, self.service.socket, kind=nginx_kind, locations=locations, upstream=upstream)
