@@ -142,7 +142,8 @@ struct Server {
     }
 
     /// SIGHUP: re-reads the log level from the environment file (`--env-file`), the
-    /// one setting that can change without a restart. The socket stays open.
+    /// one setting that can change without a restart (the token file's contents are
+    /// re-read too, see `reloadTokens`). The socket stays open.
     private func reload() {
         guard let file = configuration.environmentFile else {
             Log.info("reload (SIGHUP): no --env-file to re-read; log level stays", ["level": Log.level.name])
