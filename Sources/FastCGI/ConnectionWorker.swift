@@ -40,10 +40,13 @@ struct ConnectionWorker: Sendable {
         var (peekBuffer, headBuffer) = resources.takeBuffers()
         defer { resources.putBack(peek: peekBuffer, head: headBuffer) }
         var served = false
+        // Whether this idle kept connection may be shut to make room (not behind nginx,
+        // see `WorkerState.freeIfIdle`); asked once per connection, on its first request.
+        var idleMayBeShut = false
         while true {
             // Always read the next request: nginx may already have sent it on this
             // connection, even while draining (closing now would lose it).
-            state.markIdle(request.pointee.ipcFd, kept: served)
+            state.markIdle(request.pointee.ipcFd, kept: served, idleMayBeShut: idleMayBeShut)
             // Vet the next request's records before libfcgi allocates what they declare.
             let verdict = executor.whileWaiting { ParamsGuard.check(fd: request.pointee.ipcFd, buffer: &peekBuffer) }
             if verdict != .ok {
@@ -66,6 +69,7 @@ struct ConnectionWorker: Sendable {
             }
             state.markAnswering()
             await handle(request, head: &headBuffer)
+            if !served { idleMayBeShut = !Self.isNginx(request) }
             served = true
             // While draining, or once the connection was picked to make room, this
             // response is the connection's last.
@@ -106,6 +110,13 @@ struct ConnectionWorker: Sendable {
     static func isApache(_ request: UnsafeMutablePointer<FCGX_Request>) -> Bool {
         guard let software = FCGX_GetParam("SERVER_SOFTWARE", request.pointee.envp) else { return false }
         return strncmp(software, "Apache", 6) == 0
+    }
+
+    /// Whether the web server is nginx (its `SERVER_SOFTWARE` param, `nginx/1.22.1`
+    /// with the stock `fastcgi_params`).
+    static func isNginx(_ request: UnsafeMutablePointer<FCGX_Request>) -> Bool {
+        guard let software = FCGX_GetParam("SERVER_SOFTWARE", request.pointee.envp) else { return false }
+        return strncmp(software, "nginx", 5) == 0
     }
 
     /// Reads one request, runs the handler, writes the answer. `head` is the

@@ -212,7 +212,11 @@ final class WorkerPool: Sendable {
         if let marked = workers.first(where: \.isMarked) {
             // One at a time: wait for it to come back to `accept`.
             guard let (_, idleFor) = idle.first(where: { $0.0 === marked }) else { return threshold }
-            if idleFor >= threshold, marked.freeIfIdle(force: true) { return threshold }
+            if idleFor >= threshold {
+                // Shut it if its web server allows, else its next response ends it.
+                _ = marked.freeIfIdle(force: true)
+                return threshold
+            }
             return threshold - min(idleFor, threshold - 1)
         }
         if idle.contains(where: { $0.1 >= threshold && $0.0.freeIfIdle(force: false) }) { return threshold }

@@ -43,6 +43,8 @@ final class WorkerState: Sendable {
         /// The current connection was picked to end, to make room for one waiting in
         /// the backlog (see `markLast`, `freeIfIdle`).
         var isFreed = false
+        /// The current connection, idle, may be shut to make room (see `freeIfIdle`).
+        var idleMayBeShut = false
         var thread: pthread_t?
     }
 
@@ -64,9 +66,12 @@ final class WorkerState: Sendable {
 
     /// Marks the connection idle (waiting for nginx's next request); `kept` when it
     /// already served one.
-    func markIdle(_ fd: Int32, kept: Bool) {
+    func markIdle(_ fd: Int32, kept: Bool, idleMayBeShut: Bool = false) {
         let now = MonotonicClock.nanoseconds()
-        state.withLock { $0.phase = .idle(fd, since: now, kept: kept) }
+        state.withLock { state in
+            state.phase = .idle(fd, since: now, kept: kept)
+            state.idleMayBeShut = idleMayBeShut
+        }
         idleWatch?.changed()
     }
 
@@ -86,9 +91,18 @@ final class WorkerState: Sendable {
     /// make room for a connection waiting in the backlog (see `WorkerPool.watchCap`);
     /// `false` when it is not idle any more (or marked already, unless `force`). Like
     /// draining, it never closes the descriptor: libfcgi does, once its read returns.
+    ///
+    /// Never behind nginx: it takes a connection from its keep-alive cache and writes
+    /// the next request at once, so one shut at that moment loses the request (nginx
+    /// never retries a POST). nginx holds few idle connections (its `keepalive`, which
+    /// the sizing rule keeps below `--max-connections`) and closes the others itself;
+    /// its connections are ended by `markLast` instead, at the end of their next
+    /// response, which is safe. Apache httpd checks a kept connection before reusing
+    /// it, and other web servers open one per request.
     func freeIfIdle(force: Bool) -> Bool {
         state.withLock { state in
-            guard case .idle(let fd, _, kept: true) = state.phase, force || !state.isFreed else { return false }
+            guard case .idle(let fd, _, kept: true) = state.phase, state.idleMayBeShut, force || !state.isFreed
+            else { return false }
             // Both ways, unlike draining: the web server sees the connection end at
             // once (a hang-up), before its next request could pick it, and opens a
             // new one. Apache checks a kept connection that way before reusing it
