@@ -2,7 +2,7 @@
 -- Extends ../shared/bench/bench.lua (the shared harness) with the "mixed" and
 -- "start_task" modes; the WRKJSON summary line is the same.
 --
---   wrk -s bench.lua URL -- MODE [NUSERS] [RUNTAG]
+--   wrk -s bench.lua URL -- MODE [NUSERS] [RUNTAG] [TOKEN]
 -- URL is a target's base, e.g. http://127.0.0.1:18090/usersd
 -- MODE: get_user    GET <base>/user/<random 1..NUSERS>
 --       users       GET <base>/users
@@ -10,6 +10,7 @@
 --       mixed       every 10th request POST <base>/add-user (unique email),
 --                   the other nine GET <base>/users/<random 1..NUSERS>
 --       start_task  GET <base>/start-task
+-- TOKEN: sent as "Authorization: Bearer TOKEN" with every request (usersd-auth).
 -- done() prints one line "WRKJSON {...}" with the summary.
 local threads = {}
 local counter = 1
@@ -29,6 +30,11 @@ function init(args)
   math.randomseed(os.time() * 1000 + (tid or 0))
   n = 0
   hdrs = { ["Content-Type"] = "application/json" }
+  get_hdrs = {}
+  if args[4] and args[4] ~= "" then
+    hdrs["Authorization"] = "Bearer " .. args[4]
+    get_hdrs["Authorization"] = "Bearer " .. args[4]
+  end
 end
 
 local function add_user()
@@ -40,16 +46,16 @@ end
 function request()
   n = n + 1
   if mode == "get_user" then
-    return wrk.format("GET", base .. "/user/" .. math.random(1, nusers))
+    return wrk.format("GET", base .. "/user/" .. math.random(1, nusers), get_hdrs)
   elseif mode == "users" then
-    return wrk.format("GET", base .. "/users")
+    return wrk.format("GET", base .. "/users", get_hdrs)
   elseif mode == "add_user" then
     return add_user()
   elseif mode == "mixed" then
     if n % 10 == 0 then return add_user() end
-    return wrk.format("GET", base .. "/users/" .. math.random(1, nusers))
+    return wrk.format("GET", base .. "/users/" .. math.random(1, nusers), get_hdrs)
   elseif mode == "start_task" then
-    return wrk.format("GET", base .. "/start-task")
+    return wrk.format("GET", base .. "/start-task", get_hdrs)
   end
   error("unknown mode " .. tostring(mode))
 end

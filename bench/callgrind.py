@@ -18,7 +18,10 @@ for POST that is the only deterministic view of group commit (many jobs per
 transaction, welcome tasks run in batches); one connection is the worst case of
 a commit per request. With NEWCONN=1 each request comes on a connection of its
 own (as when nginx closes connections beyond its idle keepalive cache): the
-difference to the default is what a new connection costs.
+difference to the default is what a new connection costs. With AUTH=1 usersd runs
+with --auth-file (one write token from `usersd token add`) and every request carries
+it (`HTTP_AUTHORIZATION`, as nginx passes the header): the difference to the default
+is what access control costs.
 """
 import os
 import re
@@ -37,9 +40,14 @@ import harness  # noqa: E402  (the e2e suite's FastCGI record helpers)
 FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN = 1, 3, 4, 5
 
 
+TOKEN = ""  # AUTH=1: the bearer token every request carries
+
+
 def request(sock: socket.socket, method: str, uri: str, body: bytes = b"") -> None:
     """One request on a kept connection (FCGI_KEEP_CONN), the params of stock nginx."""
     params = harness.stock_params(method, uri, body, "application/json" if body else "")
+    if TOKEN:
+        params["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
     encoded = b"".join(
         harness._fcgi_length(len(k)) + harness._fcgi_length(len(v.encode())) + k.encode() + v.encode()
         for k, v in params.items()
@@ -70,6 +78,8 @@ def main() -> None:
             os.unlink(sock_path)
         args = [binary, "serve", "--socket", sock_path, "--db", f"{work}/users.sqlite3", "--log-level", "warning"] \
             if is_usersd else [binary, sock_path, "4"]
+        if is_usersd and TOKEN:
+            args += ["--auth-file", f"{work}/tokens"]
         # `usersd serve` re-executes itself to set GLIBC_TUNABLES unless it is set
         # (Sources/Lifecycle/MallocTuning.swift); under valgrind that exec would leave
         # valgrind behind, so the same settings are passed in.
@@ -100,7 +110,12 @@ def main() -> None:
         else:
             request(sock, "POST", "/add-user", f'{{"name":"n{i}","email":"u{i}@example.com"}}'.encode())
 
+    global TOKEN
     try:
+        if is_usersd and os.environ.get("AUTH") == "1":
+            made = subprocess.run([binary, "token", "add", "bench", "--scope", "write", "--auth-file", f"{work}/tokens"],
+                                  capture_output=True, text=True, check=True)
+            TOKEN = made.stdout.strip()
         if is_usersd:  # seed 50 users without valgrind
             process = start([])
             with connect() as sock:
@@ -139,7 +154,8 @@ def main() -> None:
         process.wait()
         annotated = subprocess.run(["callgrind_annotate", f"{output}.1"], capture_output=True, text=True).stdout
         total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", annotated).group(1).replace(",", ""))
-        print(f"{os.path.basename(binary)} {route}: {total / count:,.0f} instructions per request over {count} requests")
+        print(f"{os.path.basename(binary)} {route}{' with a token (AUTH=1)' if TOKEN else ''}: "
+              f"{total / count:,.0f} instructions per request over {count} requests")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -12,6 +12,8 @@
 #   DURATION=5 WARMUP=1 bench/run.sh              # quicker
 #   MODE=memory bench/run.sh                      # only the memory run
 #   ROUTES="get_user users" TARGETS="c usersd" bench/run.sh
+#   SERVER=apache bench/run.sh                    # + usersd behind Apache httpd (lighttpd, caddy, h2o;
+#                                                 #   a list measures several in one run)
 #
 # Adapted from the shared harness ../shared/bench/bench.sh (process handling,
 # nginx layout, wrk script, C floor). Everything it starts lives under one run
@@ -21,7 +23,8 @@ set -euo pipefail
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 KNOBS=(MODE PORT DURATION WARMUP CONNS WRK_THREADS WRK_TIMEOUT NUSERS MEM_USERS TARGETS ROUTES KEEPALIVE
-       C_THREADS PREFIX TASK_CONCURRENCY TASK_QUEUE_LIMIT USERSD_ARGS USERSD_BIN BUILD RUN RESULTS_MD MEM_VERIFY SITE)
+       C_THREADS PREFIX TASK_CONCURRENCY TASK_QUEUE_LIMIT USERSD_ARGS USERSD_BIN BUILD RUN RESULTS_MD MEM_VERIFY SITE
+       SERVER)
 COMMAND=""
 for k in "${KNOBS[@]}"; do [[ -n "${!k+x}" ]] && COMMAND+="$k=${!k} "; done
 COMMAND+="bench/run.sh"
@@ -35,9 +38,14 @@ WRK_THREADS="${WRK_THREADS:-2}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-10s}"
 NUSERS="${NUSERS:-1000}"                 # users seeded for the throughput runs
 MEM_USERS="${MEM_USERS:-1000000}"        # users streamed by the memory run
-TARGETS="${TARGETS:-static c usersd}"    # + c-site: the C floor behind a copy of the shipped location
+TARGETS="${TARGETS:-static c usersd usersd-auth}"  # + c-site: the C floor behind a copy of the shipped location
+                                         # usersd-auth: usersd with --auth-file, driven with a token
 ROUTES="${ROUTES:-get_user users add_user mixed start_task}"
 SITE="${SITE:-$ROOT/nginx/usersd.conf}"  # the shipped nginx site, rendered under $PREFIX
+# nginx, or other fronts for usersd as well: apache, lighttpd, caddy and/or h2o (a
+# list) with their shipped sites (docs/web-servers/), each measured as target
+# usersd-<server> beside nginx's, against the same usersd
+SERVER="${SERVER:-nginx}"
 PREFIX="${PREFIX:-/usersd}"              # URL prefix of usersd (usersd --prefix)
 # nginx upstream keepalive of the floor: the shipped site's value unless set
 KEEPALIVE="${KEEPALIVE:-$(sed -n 's/^[[:space:]]*keepalive[[:space:]]\{1,\}\([0-9]\{1,\}\);.*/\1/p' "$SITE" | head -n 1)}"
@@ -60,6 +68,16 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 case "$MODE" in all|throughput|memory) ;; *) die "MODE must be all, throughput or memory" ;; esac
+FRONTS=()
+for front in $SERVER; do
+  case "$front" in
+    nginx) ;;
+    apache|lighttpd|caddy|h2o) FRONTS+=("$front") ;;
+    *) die "SERVER must list nginx, apache, lighttpd, caddy or h2o" ;;
+  esac
+  binary="$front"; [[ "$front" == apache ]] && binary=apache2
+  command -v "$binary" >/dev/null || die "missing $binary (scripts/deps.sh bench installs it)"
+done
 [[ -f "$SITE" ]] || die "no nginx site file $SITE"
 PATH="$PATH:/usr/sbin:/sbin"
 command -v swift >/dev/null || { [[ -x /opt/swift/usr/bin/swift ]] && PATH="$PATH:/opt/swift/usr/bin"; }
@@ -72,7 +90,7 @@ if [[ -z "$CC" ]]; then
 fi
 [[ -n "$CC" ]] || die "no C compiler (cc, gcc or clang) for the C floor"
 
-mkdir -p "$RUN"/{bin,logs,nginx-tmp,usersd,usersd-mem}
+mkdir -p "$RUN"/{bin,logs,nginx-tmp,usersd,usersd-auth,usersd-mem}
 : >"$RESULTS"
 
 # ---------------------------------------------------------------- processes
@@ -135,25 +153,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_usersd NAME DB [ARGS...]: start usersd on $RUN/usersd.sock and wait for READY=1
+# start_usersd NAME DB [ARGS...]: start usersd on $RUN/usersd.sock (START_SOCK) under
+# --prefix $PREFIX (START_PREFIX) and wait for READY=1
 READY_S=""
 start_usersd() {
   local name="$1" db="$2"; shift 2
   local ns="$RUN/notify-$name.sock" pidfile="$RUN/$name.pid" nw
-  rm -f "$pidfile" "$RUN/usersd.sock"
+  local sock="${START_SOCK:-$RUN/usersd.sock}" prefix="${START_PREFIX:-$PREFIX}"
+  rm -f "$pidfile" "$sock"
   "${TOOLS[@]}" notify-wait "$ns" --timeout 60 --pidfile "$pidfile" >"$RUN/$name.ready" 2>"$RUN/logs/$name-notify.log" &
   nw=$!
   PIDS+=("notify-$name:$nw")
   for _ in $(seq 1 200); do [[ -S "$ns" ]] && break; sleep 0.02; done
-  start "$name" env NOTIFY_SOCKET="$ns" "$USERSD" serve --socket "$RUN/usersd.sock" --db "$db" \
-    --log-level warning --prefix "$PREFIX" "$@"
+  start "$name" env NOTIFY_SOCKET="$ns" "$USERSD" serve --socket "$sock" --db "$db" \
+    --log-level warning --prefix "$prefix" "$@"
   echo "$LAST_PID" >"$pidfile"
   if ! wait "$nw"; then
     tail -n 20 "$RUN/logs/$name.log" >&2
     die "$name did not report READY=1 ($(cat "$RUN/logs/$name-notify.log"))"
   fi
   READY_S="$(cat "$RUN/$name.ready")"
-  log "$name ready after ${READY_S}s (pid $LAST_PID): usersd serve --socket $RUN/usersd.sock --db $db --prefix $PREFIX $*"
+  log "$name ready after ${READY_S}s (pid $LAST_PID): usersd serve --socket $sock --db $db --prefix $prefix $*"
 }
 # migrate DB: create usersd's schema in a fresh database
 migrate() {
@@ -189,6 +209,7 @@ USERSD="$RUN/bin/usersd"
 "${TOOLS[@]}" users-json "$NUSERS" "$RUN/users.json"
 cp /etc/nginx/fastcgi_params "$RUN/fastcgi_params"   # the shipped site includes the stock file
 csite=(); [[ " $TARGETS " == *" c-site "* ]] && csite=(--c-site)
+[[ " $TARGETS " == *" usersd-auth "* ]] && csite+=(--usersd-auth "$PREFIX-auth")
 "${TOOLS[@]}" render-site --site "$SITE" --socket "$RUN/usersd.sock" --port "$PORT" --prefix "$PREFIX" \
   --run "$RUN" --bench "$BENCH" --locations-template "$BENCH/nginx/bench-locations.conf.template" \
   --keepalive "$KEEPALIVE" "${csite[@]+"${csite[@]}"}"
@@ -200,14 +221,19 @@ nginx -t -p "$RUN" -c "$RUN/nginx.conf" >"$RUN/logs/nginx-t.log" 2>&1 ||
 start nginx nginx -p "$RUN" -c "$RUN/nginx.conf"
 NGINX_PID="$LAST_PID"
 
-wait_200() {  # wait_200 URL
-  local code=""
+AUTH_TOKEN=""   # usersd-auth's token (write scope: every route the bench drives)
+auth_header() {  # auth_header PREFIX: curl arguments with the token for usersd-auth's prefix
+  [[ "$1" == "$PREFIX-auth" && -n "$AUTH_TOKEN" ]] && printf '%s\n' -H "Authorization: Bearer $AUTH_TOKEN"
+  return 0
+}
+wait_200() {  # wait_200 URL [CURL ARGS...]
+  local code="" url="$1"; shift
   for _ in $(seq 1 100); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)"
+    code="$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" || true)"
     [[ "$code" == 200 ]] && return 0
     sleep 0.1
   done
-  die "$1 answers $code, not 200"
+  die "$url answers $code, not 200"
 }
 
 meta() {  # meta KEY=VALUE... (strings) -> one meta JSON line
@@ -248,27 +274,58 @@ if [[ "$MODE" != memory ]]; then
       static) targets+=("static=/static=") ;;
       c) start c "$RUN/bin/hello" "$RUN/c.sock" "$C_THREADS" "$RUN/users.json"; targets+=("c=/c=$LAST_PID") ;;
       c-site) start c-site "$RUN/bin/hello" "$RUN/c-site.sock" "$C_THREADS" "$RUN/users.json"; targets+=("c-site=/c-site=$LAST_PID") ;;
-      usersd) ;;
-      *) die "unknown target $t (static c c-site usersd)" ;;
+      usersd|usersd-auth) ;;
+      *) die "unknown target $t (static c c-site usersd usersd-auth)" ;;
     esac
   done
   USERSD_FLAGS=(--task-concurrency "$TASK_CONCURRENCY" --task-queue-limit "$TASK_QUEUE_LIMIT")
   # shellcheck disable=SC2206
   [[ -n "$USERSD_ARGS" ]] && USERSD_FLAGS+=($USERSD_ARGS)
+  if ((${#FRONTS[@]})); then
+    # Apache's and h2o's workers run as www-data: the socket's group, a traversable run dir.
+    USERSD_FLAGS+=(--socket-group www-data)
+    chmod 711 "$RUN"
+  fi
   if [[ " $TARGETS " == *" usersd "* ]]; then
     start_usersd usersd "$DB" "${USERSD_FLAGS[@]}"
-    targets+=("usersd=$PREFIX=$LAST_PID")
+    USERSD_PID="$LAST_PID"
+    targets+=("usersd=$PREFIX=$USERSD_PID")
+    for front in "${FRONTS[@]+"${FRONTS[@]}"}"; do
+      start "front-$front" "${TOOLS[@]}" front --kind "$front" --socket "$RUN/usersd.sock" --run "$RUN" \
+        --port-file "$RUN/$front.port" --pid-file "$RUN/$front.pids"
+      for _ in $(seq 1 300); do [[ -s "$RUN/$front.port" ]] && break; sleep 0.1; done
+      [[ -s "$RUN/$front.port" ]] || { cat "$RUN/logs/front-$front.log" >&2; die "$front did not start"; }
+      log "$front in front of the same usersd on port $(cat "$RUN/$front.port") (docs/web-servers/)"
+      targets+=("usersd-$front=http://127.0.0.1:$(cat "$RUN/$front.port")$PREFIX=$USERSD_PID")
+    done
   fi
+  if [[ " $TARGETS " == *" usersd-auth "* ]]; then
+    # The same, with access control on: its own copy of the seeded database, a token
+    # file with one write-scope token (every route here needs read or write), and a
+    # copy of the shipped location and upstream under $PREFIX-auth.
+    ADB="$RUN/usersd-auth/users.sqlite3"
+    migrate "$ADB"
+    "${TOOLS[@]}" seed-sql 1 "$NUSERS" | sqlite3 "$ADB"
+    AUTH_TOKEN="$("$USERSD" token add bench --scope write --auth-file "$RUN/usersd-auth/tokens" 2>>"$RUN/logs/token.log")"
+    START_SOCK="$RUN/usersd-auth.sock" START_PREFIX="$PREFIX-auth" \
+      start_usersd usersd-auth "$ADB" "${USERSD_FLAGS[@]}" --auth-file "$RUN/usersd-auth/tokens"
+    targets+=("usersd-auth=$PREFIX-auth=$LAST_PID=$AUTH_TOKEN")
+    c401="$(curl -s -o /dev/null -w '%{http_code}' "$BASE$PREFIX-auth/user/1")"
+    [[ "$c401" == 401 ]] || die "GET $PREFIX-auth/user/1 without a token -> $c401, not 401 (another nginx on port $PORT?)"
+  fi
+  url_of() { if [[ "$1" == http* ]]; then echo "$1"; else echo "$BASE$1"; fi; }
   for spec in "${targets[@]}"; do
     IFS== read -r _ p _ <<<"$spec"
-    wait_200 "$BASE$p/user/1"
+    mapfile -t hdr < <(auth_header "$p")
+    wait_200 "$(url_of "$p")/user/1" "${hdr[@]+"${hdr[@]}"}"
   done
 
   # GET /users must be the same bytes everywhere (measured before any POST)
   equal=null
   for spec in "${targets[@]}"; do
     IFS== read -r t p _ <<<"$spec"
-    curl -s -o "$RUN/users-$t.json" "$BASE$p/users"
+    mapfile -t hdr < <(auth_header "$p")
+    curl -s -o "$RUN/users-$t.json" "${hdr[@]+"${hdr[@]}"}" "$(url_of "$p")/users"
     if cmp -s "$RUN/users.json" "$RUN/users-$t.json"; then
       log "GET $p/users: identical to users.json ($(stat -c %s "$RUN/users.json") bytes)"
       [[ $t == usersd ]] && equal=true
@@ -296,13 +353,15 @@ if [[ "$MODE" != memory ]]; then
   "${TOOLS[@]}" measure "${targets[@]/#/--target=}" --routes "$ROUTES" --port "$PORT" --nusers "$NUSERS" \
     --conns "$CONNS" --wrk-threads "$WRK_THREADS" --wrk-timeout "$WRK_TIMEOUT" --duration "$DURATION" \
     --warmup "$WARMUP" --lua "$BENCH/bench.lua" --log "$RUN/logs/non2xx.log" --logdir "$RUN/logs" \
-    --nginx-pid "$NGINX_PID" --db "$DB" --results "$RESULTS"
+    --nginx-pid "$NGINX_PID" --db "$DB" --auth-db "$RUN/usersd-auth/users.sqlite3" --results "$RESULTS"
 
+  for front in "${FRONTS[@]+"${FRONTS[@]}"}"; do stop_proc "front-$front" 20; done
   if [[ " $TARGETS " == *" usersd "* ]]; then
     stop_proc usersd 30
     log "usersd stopped by SIGTERM in ${STOP_S}s, exit status $STOP_RC"
     echo "{\"kind\": \"usersd_stop\", \"exit\": $STOP_RC, \"seconds\": $STOP_S}" >>"$RESULTS"
   fi
+  [[ -n "$(pid_of usersd-auth)" ]] && stop_proc usersd-auth 30
   for t in c c-site; do [[ -n "$(pid_of "$t")" ]] && stop_proc "$t" 5; done
 fi
 

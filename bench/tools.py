@@ -10,6 +10,7 @@
   tools.py stream-mem    GET a URL with curl while sampling a PID's RSS every 50 ms
   tools.py expected      byte count and sha256 of GET /users over N seeded users
   tools.py table         print the results table (and write it as markdown)
+  tools.py front         run Apache/lighttpd/Caddy/h2o with its shipped site (docs/web-servers/) until TERM
 """
 import argparse
 import hashlib
@@ -136,15 +137,24 @@ def render_site(a):
     site += "\n".join(out) + "\n"
 
     locations = open(a.locations_template).read().replace("@RUN@", a.run).replace("@BENCH@", a.bench)
+    def copy_of_shipped(name, prefix, what):
+        """A copy of the shipped upstream (to $RUN/NAME.sock) and 'location /' (under prefix)."""
+        nonlocal site, locations
+        upstream = name.replace("-", "_")
+        up = re.sub(r"upstream\s+\S+", "upstream " + upstream, upstream_block, count=1)
+        up = re.sub(r"(\bserver\s+)unix:[^\s;]+", r"\1unix:%s/%s.sock" % (a.run, name), up)
+        loc = re.sub(r"location\s+/", "location %s/" % prefix.rstrip("/"), location_block, count=1)
+        loc = re.sub(r"fastcgi_pass\s+[^;]+;", "fastcgi_pass %s;" % upstream, loc)
+        site = "# %s: a copy of the shipped upstream for %s\n" % (name, what) + up + "\n" + site
+        locations += "\n# %s: %s behind a copy of the shipped 'location /'\n" % (name, what) + loc + "\n"
+
     if a.c_site:
         # The C floor behind an exact copy of the shipped location and upstream:
         # separates nginx-setting costs from usersd's own.
-        up = re.sub(r"upstream\s+\S+", "upstream c_site", upstream_block, count=1)
-        up = re.sub(r"(\bserver\s+)unix:[^\s;]+", r"\1unix:%s/c-site.sock" % a.run, up)
-        loc = re.sub(r"location\s+/", "location %s/" % a.c_site_prefix.rstrip("/"), location_block, count=1)
-        loc = re.sub(r"fastcgi_pass\s+[^;]+;", "fastcgi_pass c_site;", loc)
-        site = "# c-site: a copy of the shipped upstream for the C floor\n" + up + "\n" + site
-        locations += "\n# c-site: the C floor behind a copy of the shipped 'location /'\n" + loc + "\n"
+        copy_of_shipped("c-site", a.c_site_prefix, "the C floor")
+    if a.usersd_auth:
+        # usersd with --auth-file, behind the same settings as usersd itself.
+        copy_of_shipped("usersd-auth", a.usersd_auth, "usersd with access control")
     open(os.path.join(a.run, "site.conf"), "w").write(site)
     open(os.path.join(a.run, "bench-locations.conf"), "w").write(locations)
 
@@ -318,9 +328,9 @@ def children(pid):
 
 # ------------------------------------------------------------------ measuring
 
-def run_wrk(a, url, mode, tag, seconds):
+def run_wrk(a, url, mode, tag, seconds, token=""):
     cmd = ["wrk", "-t%d" % a.wrk_threads, "-c%d" % a.conns, "-d%ds" % seconds, "--timeout", a.wrk_timeout,
-           "-s", a.lua, url, "--", mode, str(a.nusers), tag]
+           "-s", a.lua, url, "--", mode, str(a.nusers), tag] + ([token] if token else [])
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     j = None
     for line in p.stdout.splitlines():
@@ -380,24 +390,28 @@ def size(path):
 
 
 def measure(a):
-    targets = []  # (name, prefix, [pids])
+    targets = []  # (name, prefix, [pids], bearer token or "")
     for spec in a.target:
-        name, prefix, pids = (spec.split("=", 2) + [""])[:3]
-        targets.append((name, prefix, [int(p) for p in pids.split(",") if p]))
+        name, prefix, pids, token = (spec.split("=", 3) + ["", ""])[:4]
+        targets.append((name, prefix, [int(p) for p in pids.split(",") if p], token))
     base = "http://127.0.0.1:%s" % a.port
     runtag = str(int(time.time()))
     results = open(a.results, "a")
     for route in a.routes.split():
-        for name, prefix, pids in targets:
-            url = base + prefix
+        for name, prefix, pids, token in targets:
+            # A target behind another web server (SERVER=...) is a whole URL; its
+            # statuses are wrk's (nginx's access log does not see it).
+            url = prefix if prefix.startswith("http") else base + prefix
             tag = "%s-%s-%s" % (runtag, name, route)
-            is_usersd = name == "usersd"
+            is_usersd = name.startswith("usersd")
+            # usersd-auth is a usersd of its own, on its own copy of the database
+            db = a.auth_db if name == "usersd-auth" else a.db
             rec = {"kind": "wrk", "route": route, "target": name, "url": url}
-            u0 = db_scalar(a.db, "SELECT count(*) FROM users")[0][0] if is_usersd and a.db else None
+            u0 = db_scalar(db, "SELECT count(*) FROM users")[0][0] if is_usersd and db else None
             w0 = size(a.log)
             warm = None
             if a.warmup > 0:
-                warm, _ = run_wrk(a, url, route, "w" + tag, a.warmup)
+                warm, _ = run_wrk(a, url, route, "w" + tag, a.warmup, token)
             m0 = size(a.log)
             ng = [a.nginx_pid] + children(a.nginx_pid)
             c_app, c_ng = cpu_seconds(pids), cpu_seconds(ng)
@@ -406,7 +420,7 @@ def measure(a):
             k0 = cpu_seconds(ksoft)
             b0 = busy_seconds()
             t0 = time.monotonic()
-            res, raw = run_wrk(a, url, route, "m" + tag, a.duration)
+            res, raw = run_wrk(a, url, route, "m" + tag, a.duration, token)
             wall = time.monotonic() - t0
             busy = busy_seconds() - b0
             c_ksoft = cpu_seconds(ksoft) - k0
@@ -443,9 +457,9 @@ def measure(a):
             rec["nginx_us_per_req"] = round(c_ng / n * 1e6, 1)
             if is_usersd and pids:
                 rec["usersd_proc"] = proc_status(pids[0])
-            if is_usersd and a.db:
+            if is_usersd and db:
                 time.sleep(0.5)
-                u1 = db_scalar(a.db, "SELECT count(*) FROM users")[0][0]
+                u1 = db_scalar(db, "SELECT count(*) FROM users")[0][0]
                 rec["rows_added"] = u1 - u0 if isinstance(u1, int) and isinstance(u0, int) else None
                 if route == "add_user":
                     ok = res.get("requests", 0) - res.get("non2xx3xx", 0)
@@ -453,7 +467,7 @@ def measure(a):
                         ok += warm.get("requests", 0) - warm.get("non2xx3xx", 0)
                     rec["answered_2xx_incl_warmup"] = ok
                 if route == "start_task":
-                    rec["tasks"] = dict(db_scalar(a.db, "SELECT state, count(*) FROM tasks GROUP BY state"))
+                    rec["tasks"] = dict(db_scalar(db, "SELECT state, count(*) FROM tasks GROUP BY state"))
             results.write(json.dumps(rec) + "\n")
             results.flush()
             print("[bench %s] %-10s %-7s %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  max %8.2f ms  errors %d%s" % (
@@ -589,6 +603,10 @@ def table(a):
                 r["other_cpu_s"] > 0.1 * r["cpu_capacity_s"]:
             notes.append("%s %s: other processes used %.1f of %.1f CPU-seconds during the run: figures disturbed" % (
                 r["target"], r["route"], r["other_cpu_s"], r["cpu_capacity_s"]))
+        plain = ref.get(("usersd", r["route"]), {}).get("rps")
+        if r["target"] == "usersd-auth" and plain:
+            notes.append("usersd-auth %s: %.3f× usersd (with a token, access control on / without, off)" % (
+                r["route"], rps / plain))
         cs = ref.get(("c-site", r["route"]), {}).get("rps")
         if r["target"] == "usersd" and cs:
             notes.append("usersd %s: %.3f× the C floor behind the shipped location (c-site)" % (r["route"], rps / cs))
@@ -679,7 +697,12 @@ def table(a):
         u, c = r_of("usersd", route), r_of("c", route)
         if u and c and c.get("rps"):
             chk("%s ≥ %.1f× C" % (ROUTE_TITLES[route], lim), u["rps"] >= lim * c["rps"], "%.3f×" % (u["rps"] / c["rps"]))
-    urows = [r for r in rows if r["target"] == "usersd"]
+    u, plain = r_of("usersd-auth", "get_user"), r_of("usersd", "get_user")
+    if u and plain and plain.get("rps"):
+        chk("(issue 23) GET /user/<id> with a token ≥ 0.95× without", u["rps"] >= 0.95 * plain["rps"],
+            "%.0f vs %.0f req/s (%.3f×), p99 %.2f vs %.2f ms" % (
+                u["rps"], plain["rps"], u["rps"] / plain["rps"], u.get("p99_ms", 0), plain.get("p99_ms", 0)))
+    urows = [r for r in rows if r["target"] in ("usersd", "usersd-auth")]
     if urows:
         bad = ["%s: %d" % (r["route"], r["errors"]) for r in urows if r.get("errors")]
         chk("no errors / non-2xx from usersd", not bad, ", ".join(bad) if bad else "0 in every run")
@@ -700,6 +723,33 @@ def table(a):
             f.write("\n".join(lines_md) + "\n")
 
 
+# ------------------------------------------------------------------ other web servers
+
+def front(a):
+    """Starts one of the other web servers in front of usersd's socket with its
+    shipped site (the e2e suite's helper, Tests/e2e/support/webservers.py), writes
+    its port to --port-file and its pids to --pid-file, and stops it on TERM."""
+    import signal
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "e2e", "support"))
+    import webservers
+    server = webservers.make_server(a.kind, a.run, a.socket)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    server.start()
+    try:
+        with open(a.pid_file, "w") as f:
+            f.write(",".join(str(p) for p in [server.proc.pid] + children(server.proc.pid)))
+        with open(a.port_file, "w") as f:
+            f.write(str(server.port))
+        while not stopping.wait(0.5):
+            if server.proc.poll() is not None:
+                print("front: %s exited: %s" % (a.kind, server.log_tail()), file=sys.stderr)
+                return 1
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------ main
 
 def main():
@@ -711,6 +761,7 @@ def main():
     s.add_argument("--keepalive", type=int, required=True)
     s.add_argument("--c-site", action="store_true")
     s.add_argument("--c-site-prefix", default="/c-site")
+    s.add_argument("--usersd-auth", metavar="PREFIX", help="a copy of the shipped location for usersd-auth")
     s = sub.add_parser("users-json")
     s.add_argument("n", type=int)
     s.add_argument("out")
@@ -734,7 +785,7 @@ def main():
     s.add_argument("--insert-s", type=float)
     s.add_argument("--verify", action="store_true")
     s = sub.add_parser("measure")
-    s.add_argument("--target", action="append", required=True, help="name=url_prefix=pid[,pid]")
+    s.add_argument("--target", action="append", required=True, help="name=url_prefix=pid[,pid][=bearer token]")
     s.add_argument("--routes", required=True)
     s.add_argument("--port", required=True)
     s.add_argument("--nusers", type=int, required=True)
@@ -748,14 +799,18 @@ def main():
     s.add_argument("--logdir", required=True)
     s.add_argument("--nginx-pid", type=int, required=True)
     s.add_argument("--db")
+    s.add_argument("--auth-db", help="usersd-auth's database")
     s.add_argument("--results", required=True)
+    s = sub.add_parser("front")
+    for k in ("kind", "socket", "run", "port-file", "pid-file"):
+        s.add_argument("--" + k, required=True)
     s = sub.add_parser("table")
     s.add_argument("results")
     s.add_argument("--markdown-out")
     a = p.parse_args()
     fn = {"render-site": render_site, "users-json": users_json, "seed-sql": seed_sql, "expected": expected,
           "notify-wait": notify_wait, "proc": proc, "stream-mem": stream_mem, "measure": measure,
-          "table": table}[a.cmd]
+          "table": table, "front": front}[a.cmd]
     sys.exit(fn(a) or 0)
 
 

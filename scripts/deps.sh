@@ -2,10 +2,12 @@
 # Installs what a fresh Debian 12 machine lacks to build, run and test usersd.
 # Safe to run again: it only calls apt-get/pip when something is missing.
 #   scripts/deps.sh run    # build + run: libfcgi-dev, libsqlite3-dev, libpq-dev, nginx
-#   scripts/deps.sh test   # + test tools: sqlite3, postgresql, spawn-fcgi, wrk, pytest, requests, schemathesis
+#   scripts/deps.sh test   # + test tools: sqlite3, postgresql, spawn-fcgi, wrk, pytest, requests, schemathesis,
+#                          #   and the other web servers (apache2, lighttpd, caddy, h2o) the tests
+#                          #   start privately (their system services stay stopped and disabled)
 #   scripts/deps.sh cluster  # run + postgresql (make cluster)
 #   scripts/deps.sh soak   # test tools (the soak drives load with wrk)
-#   scripts/deps.sh bench  # + wrk, PHP-FPM with PDO SQLite (a yardstick)
+#   scripts/deps.sh bench  # + wrk, PHP-FPM with PDO SQLite (a yardstick), the other web servers (SERVER=)
 set -euo pipefail
 mode="${1:-run}"
 
@@ -26,6 +28,10 @@ if [[ "$mode" == test ]]; then
   # ip netns and veth pairs for the zombie-host test (Tests/e2e/test_multihost.py).
   packages+=(iproute2)
 fi
+if [[ "$mode" == test || "$mode" == bench ]]; then
+  # The other FastCGI fronts usersd is tested and measured behind (docs/web-servers/).
+  packages+=(apache2 lighttpd caddy h2o)
+fi
 if [[ "$mode" == deb ]]; then
   packages+=(dpkg-dev)
 fi
@@ -42,7 +48,35 @@ if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) == 0 ]] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installing a web server package starts its system service, on port 80, where an
+  # init system runs; with nginx there already, that start fails. The tests and the
+  # benchmark start their own private instances on loopback: keep the services from
+  # starting while they install (policy-rc.d, which invoke-rc.d and
+  # deb-systemd-invoke obey), and from starting at boot. PostgreSQL likewise: usersd's
+  # tests, benchmark and `make cluster` run private clusters (scripts/pg-cluster.sh).
+  servers=()
+  for package in "${missing[@]}"; do
+    [[ " apache2 lighttpd caddy h2o postgresql postgresql-contrib " == *" $package "* ]] && servers+=("$package")
+  done
+  others=()
+  for package in "${missing[@]}"; do
+    [[ " ${servers[*]-} " == *" $package "* ]] || others+=("$package")
+  done
+  install() { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+  ((${#others[@]})) && install "${others[@]}"
+  if ((${#servers[@]})); then
+    policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+      $sudo chmod 755 "$policy"
+    fi
+    install "${servers[@]}" || { [[ -n "$policy" ]] && $sudo rm -f "$policy"; exit 1; }
+    [[ -n "$policy" ]] && $sudo rm -f "$policy"
+    if [[ -d /run/systemd/system ]]; then
+      for service in "${servers[@]}"; do $sudo systemctl disable "$service" >/dev/null 2>&1 || true; done
+    fi
+  fi
 fi
 
 if ! command -v swift >/dev/null; then

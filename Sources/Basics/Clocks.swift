@@ -1,9 +1,10 @@
-import Glibc
+public import Glibc
 
 /// Time since an arbitrary start that never jumps (`CLOCK_MONOTONIC`): for durations,
 /// deadlines and expiries. Never for timestamps people read.
 public enum MonotonicClock {
     /// Nanoseconds, with the clock's full resolution.
+    @inlinable
     public static func nanoseconds() -> UInt64 {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
@@ -13,6 +14,7 @@ public enum MonotonicClock {
     /// Nanoseconds at the resolution of a scheduler tick (a few milliseconds), from
     /// `CLOCK_MONOTONIC_COARSE`, which is read without a system call: for expiries that
     /// are checked on every request.
+    @inlinable
     public static func coarseNanoseconds() -> UInt64 {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC_COARSE, &time)
@@ -20,6 +22,7 @@ public enum MonotonicClock {
     }
 
     /// Seconds, as a `Double`.
+    @inlinable
     public static func seconds() -> Double {
         Double(nanoseconds()) / 1e9
     }
@@ -29,6 +32,7 @@ public enum MonotonicClock {
 /// made of. It may jump when the system clock is set.
 public enum WallClock {
     /// Milliseconds since the Unix epoch.
+    @inlinable
     public static func milliseconds() -> Int64 {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)

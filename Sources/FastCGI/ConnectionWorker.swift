@@ -39,10 +39,14 @@ struct ConnectionWorker: Sendable {
     private func serveRequests(_ request: UnsafeMutablePointer<FCGX_Request>, executor: WorkerExecutor) async {
         var (peekBuffer, headBuffer) = resources.takeBuffers()
         defer { resources.putBack(peek: peekBuffer, head: headBuffer) }
+        var served = false
+        // Whether this idle kept connection may be shut to make room (not behind nginx,
+        // see `WorkerState.freeIfIdle`); asked once per connection, on its first request.
+        var idleMayBeShut = false
         while true {
             // Always read the next request: nginx may already have sent it on this
             // connection, even while draining (closing now would lose it).
-            state.markIdle(request.pointee.ipcFd)
+            state.markIdle(request.pointee.ipcFd, kept: served, idleMayBeShut: idleMayBeShut)
             // Vet the next request's records before libfcgi allocates what they declare.
             let verdict = executor.whileWaiting { ParamsGuard.check(fd: request.pointee.ipcFd, buffer: &peekBuffer) }
             if verdict != .ok {
@@ -59,11 +63,17 @@ struct ConnectionWorker: Sendable {
                 return
             }
             let accepted = executor.whileWaiting { FCGX_Accept_r(request) }
-            state.markBusy()
-            guard accepted >= 0 else { return }  // nginx closed the connection (or drain woke it)
+            guard accepted >= 0 else {  // nginx closed the connection (or drain woke it)
+                state.markBusy()
+                return
+            }
+            state.markAnswering()
             await handle(request, head: &headBuffer)
-            // While draining, this response is the connection's last.
-            if state.isDraining { endAsLast(request) }
+            if !served { idleMayBeShut = !Self.isNginx(request) }
+            served = true
+            // While draining, or once the connection was picked to make room, this
+            // response is the connection's last.
+            if state.finishAnswer() { endAsLast(request) }
             FCGX_Finish_r(request)
             if request.pointee.ipcFd < 0 { return }  // closed: not kept, or draining
         }
@@ -78,13 +88,35 @@ struct ConnectionWorker: Sendable {
         // response anyway.
         guard request.pointee.keepConnection != 0, let out = request.pointee.out else { return }
         guard FCGX_FFlush(out) == 0 else { return }  // the peer is gone; libfcgi closes
+        let apache = Self.isApache(request)
         let end = Records.closingEnd(
-            requestID: UInt16(truncatingIfNeeded: request.pointee.requestId), appStatus: request.pointee.appStatus
+            requestID: UInt16(truncatingIfNeeded: request.pointee.requestId), appStatus: request.pointee.appStatus,
+            extraRecord: !apache
         )
         Records.send(end, to: request.pointee.ipcFd)
+        // Apache learns that the connection ends from its end of file only: sent at
+        // once, so that it reaches Apache's check before the next request could.
+        if apache { shutdown(request.pointee.ipcFd, Int32(SHUT_WR)) }
         // The end records are out: libfcgi's own (written when it closes the stream)
         // must not follow them.
         out.pointee.wasFCloseCalled = 1
+    }
+
+    /// Whether the web server is Apache httpd (its `SERVER_SOFTWARE` param), which
+    /// must not get the extra record of `Records.closingEnd`: mod_proxy_fcgi takes a
+    /// kept connection with unread bytes for a live one and reads them as the next
+    /// response ("Got bogus rid 0"). It checks a kept connection before reusing it,
+    /// and finds it closed.
+    static func isApache(_ request: UnsafeMutablePointer<FCGX_Request>) -> Bool {
+        guard let software = FCGX_GetParam("SERVER_SOFTWARE", request.pointee.envp) else { return false }
+        return strncmp(software, "Apache", 6) == 0
+    }
+
+    /// Whether the web server is nginx (its `SERVER_SOFTWARE` param, `nginx/1.22.1`
+    /// with the stock `fastcgi_params`).
+    static func isNginx(_ request: UnsafeMutablePointer<FCGX_Request>) -> Bool {
+        guard let software = FCGX_GetParam("SERVER_SOFTWARE", request.pointee.envp) else { return false }
+        return strncmp(software, "nginx", 5) == 0
     }
 
     /// Reads one request, runs the handler, writes the answer. `head` is the
@@ -92,7 +124,12 @@ struct ConnectionWorker: Sendable {
     /// so most answers are one write into libfcgi's stream).
     private func handle(_ request: UnsafeMutablePointer<FCGX_Request>, head: inout [UInt8]) async {
         let writer = OutputStream(stream: request.pointee.out)
-        let parsed = RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes)
+        let parsed =
+            context.checksAdmission
+            ? RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes) {
+                context.responder.admit(&$0)
+            }
+            : RequestDecoder.decode(request.pointee, maxBodyBytes: context.maxBodyBytes)
         let response: Response
         let isHead: Bool
         switch consume parsed {

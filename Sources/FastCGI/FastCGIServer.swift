@@ -79,7 +79,8 @@ public final class FastCGIServer: MetricsSource {
         self.pool = WorkerPool(
             listener: listener,
             context: ConnectionContext(
-                responder: responder, maxBodyBytes: configuration.maxBodyBytes,
+                responder: responder, checksAdmission: responder.checksAdmission,
+                maxBodyBytes: configuration.maxBodyBytes,
                 writeTimeoutSeconds: configuration.writeTimeoutSeconds, hooks: hooks
             ),
             maxThreads: configuration.maxConnections,
@@ -131,6 +132,8 @@ public final class FastCGIServer: MetricsSource {
 /// Everything a worker thread needs to serve a connection.
 struct ConnectionContext: Sendable {
     let responder: any Responder
+    /// `responder.checksAdmission`, asked once.
+    let checksAdmission: Bool
     let maxBodyBytes: Int
     let writeTimeoutSeconds: Double
     let hooks: WorkerThreadHooks

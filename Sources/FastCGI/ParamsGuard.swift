@@ -1,4 +1,5 @@
 import Basics
+internal import CFastCGI
 import Glibc
 import HTTP
 
@@ -29,20 +30,26 @@ enum ParamsGuard {
     static let maximumBytes = 64 * 1024
 
     /// Blocks until the next request's params are complete (waiting for the first
-    /// byte as long as nginx keeps the connection idle, then at most `deadline`
-    /// seconds for the rest).
+    /// byte as long as the web server keeps the connection idle, then at most
+    /// `deadlineSeconds` for the rest).
     /// `buffer` is the worker thread's peek buffer, reused across requests (start it
     /// small: a request's params are usually under 1 KB; it grows when needed).
+    ///
+    /// nginx, lighttpd and h2o send a request in one write, so the first peek usually
+    /// sees all of it. Apache httpd and Caddy write each record with its own system
+    /// call: then the check waits for the next bytes to arrive, never on a timer (see
+    /// `ArrivalWatch`).
     static func check(fd: Int32, buffer: inout [UInt8], deadlineSeconds: Double = 2) -> Verdict {
-        var started: Double?
-        var lastSize = -1
-        var waits = 0
         // Wait in poll, not in recv: nginx reading our last answer signals "writable" on
         // this socket, which wakes a thread blocked in recv for nothing (a unix socket
         // has one wait queue); poll's wait for POLLIN ignores that event, for one more
         // system call. Draining's shutdown(SHUT_RD) still wakes it.
         var wait = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while poll(&wait, 1, -1) < 0 && errno == EINTR {}
+        var watch: ArrivalWatch?
+        defer { watch?.close() }
+        var deadline = 0.0
+        var hungUp = false
         while true {
             let size = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_PEEK)) }
             if size == 0 { return .closed }
@@ -63,18 +70,21 @@ enum ParamsGuard {
                     continue
                 }
             }
-            let now = MonotonicClock.seconds()
-            if started == nil { started = now }
-            if now - started! > deadlineSeconds { return .reject }
-            // Wait for more bytes than we have seen: the socket stays readable while
-            // peeked bytes are unread, so poll would return at once; back off instead.
-            if size == lastSize {
-                waits += 1
-                usleep(UInt32(min(50_000, 500 << min(waits, 7))))
-            } else {
-                waits = 0
+            // The peer shut its side (or draining shut ours): no more bytes will come.
+            if hungUp { return .closed }
+            guard let current = watch else {
+                // Watch from here on, then peek again: bytes that arrived before the
+                // watch began are seen by that peek, later ones wake the wait.
+                guard let started = ArrivalWatch(fd: fd) else { return .reject }
+                watch = started
+                deadline = MonotonicClock.seconds() + deadlineSeconds
+                continue
             }
-            lastSize = size
+            switch current.next(until: deadline) {
+            case .arrived: continue
+            case .hungUp: hungUp = true
+            case .deadline: return .reject
+            }
         }
     }
 
@@ -94,16 +104,19 @@ enum ParamsGuard {
         while let record = Records.header(in: bytes, at: index) {
             guard record.version == 1, (1...11).contains(record.type) else { return .invalid }
             guard record.end <= bytes.endIndex else {
-                if params.count + record.contentLength > maximumBytes, record.kind == .params, let requestID {
+                if params.count + record.contentLength > maximumBytes, record.type == Records.Kind.params.rawValue,
+                    let requestID
+                {
                     return .tooLarge(requestID)
                 }
                 return pairsAreSane(params, allowPartial: true) ? .incomplete : .invalid
             }
             let content = bytes[record.contentRange]
-            switch record.kind {
-            case .beginRequest:
+            // On the raw type: this runs for every request.
+            switch record.type {
+            case Records.Kind.beginRequest.rawValue:
                 requestID = record.requestID
-            case .params:
+            case Records.Kind.params.rawValue:
                 if record.contentLength == 0 { return pairsAreSane(params, allowPartial: false) ? .complete : .invalid }
                 if params.isEmpty {
                     params = content
@@ -114,7 +127,7 @@ enum ParamsGuard {
                     params = gathered![...]
                 }
                 if params.count > maximumBytes { return requestID.map { .tooLarge($0) } ?? .invalid }
-            case .getValues:  // a management record libfcgi parses the same way
+            case Records.Kind.getValues.rawValue:  // a management record libfcgi parses the same way
                 if !pairsAreSane(content, allowPartial: false) { return .invalid }
             default:
                 break
@@ -195,5 +208,45 @@ enum ParamsGuard {
                 + Records.closingEnd(requestID: requestID, appStatus: 0),
             to: fd
         )
+    }
+}
+
+/// Wakes a thread for each arrival of new bytes on a connection whose unread bytes
+/// it only peeks at.
+///
+/// A level-triggered wait (poll) returns at once while peeked bytes sit unread, so it
+/// cannot wait for *more* bytes. An edge-triggered epoll watch can: each arrival (and
+/// a hang-up, or draining's `shutdown(SHUT_RD)`) queues one event, for unix and TCP
+/// sockets alike. The event that registration queues for the bytes already there is
+/// dropped at once, so the first wait is for new bytes only.
+struct ArrivalWatch {
+    enum Event { case arrived, hungUp, deadline }
+
+    private let epoll: Int32
+
+    init?(fd: Int32) {
+        epoll = usersd_watch_arrivals(fd)
+        guard epoll >= 0 else { return nil }
+        _ = usersd_wait_arrival(epoll, 0)
+    }
+
+    /// Waits for the next arrival, up to `deadline` (monotonic seconds).
+    func next(until deadline: Double) -> Event {
+        while true {
+            let remaining = deadline - MonotonicClock.seconds()
+            guard remaining > 0 else { return .deadline }
+            let events = usersd_wait_arrival(epoll, Int32(min((remaining * 1000).rounded(.up), 60_000)))
+            if events < 0 {
+                if errno == EINTR { continue }
+                return .hungUp
+            }
+            if events == 0 { continue }  // the timeout: `remaining` ends the loop
+            let hangUp = UInt32(EPOLLRDHUP.rawValue) | UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLERR.rawValue)
+            return UInt32(bitPattern: events) & hangUp != 0 ? .hungUp : .arrived
+        }
+    }
+
+    func close() {
+        Glibc.close(epoll)
     }
 }

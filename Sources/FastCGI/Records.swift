@@ -80,7 +80,10 @@ enum Records {
     /// sent on it. The extra record is an empty FCGI_GET_VALUES_RESULT on the management
     /// id 0: "no values", which any FastCGI client may ignore. Write all of it in one
     /// `send`, so that it arrives as one piece.
-    static func closingEnd(requestID: UInt16, appStatus: Int32) -> [UInt8] {
+    ///
+    /// Without `extraRecord` (for Apache httpd, see `ConnectionWorker.isApache`) it is
+    /// the end of stdout and FCGI_END_REQUEST only.
+    static func closingEnd(requestID: UInt16, appStatus: Int32, extraRecord: Bool = true) -> [UInt8] {
         let status = UInt32(bitPattern: appStatus)
         let body: [UInt8] = [
             UInt8(status >> 24), UInt8((status >> 16) & 0xFF), UInt8((status >> 8) & 0xFF), UInt8(status & 0xFF), 0, 0,
@@ -88,7 +91,7 @@ enum Records {
         ]
         return record(.stdout, requestID: requestID)
             + record(.endRequest, requestID: requestID, content: body)
-            + record(.getValuesResult, requestID: 0)
+            + (extraRecord ? record(.getValuesResult, requestID: 0) : [])
     }
 
     /// Writes all of `bytes` to the socket; `false` when the peer is gone.

@@ -8,13 +8,65 @@ import Synchronization
 enum RequestDecoder {
     enum Outcome {
         case request(Request)
-        /// To be answered with the error without calling a handler (body too large);
-        /// the request carries everything but the body.
+        /// To be answered with the error without calling a handler (not admitted, or
+        /// the body too large); the request carries everything but the body.
         case rejected(Request, HTTPError)
     }
 
+    /// Decodes the params, then reads the body; the request is built once, with it.
     static func decode(_ request: FCGX_Request, maxBodyBytes: Int) -> Outcome {
-        // One pass over the params: the ones usersd routes on, and HTTP_* as headers.
+        let (known, headers) = params(of: request)
+        let params = CGIParams { known[$0] }
+        let route = params.route
+        if route.climbsAboveRoot {
+            discard(request.in)
+            return .rejected(params.request(headers: headers, path: route.path), aboveRoot)
+        }
+        if let contentLength = params.contentLength, contentLength > maxBodyBytes {
+            discard(request.in)
+            return .rejected(params.request(headers: headers, path: route.path), tooLarge(maxBodyBytes))
+        }
+        guard let body = readBody(request.in, limit: maxBodyBytes) else {
+            return .rejected(params.request(headers: headers, path: route.path), tooLarge(maxBodyBytes))
+        }
+        return .request(params.request(headers: headers, path: route.path, body: body))
+    }
+
+    /// Decodes the params, asks `admit` whether the request may go on (see
+    /// `Responder.admit`), then reads the body. A refused request's body, like one
+    /// over the limit, is discarded unread. A path that climbs above the root is
+    /// refused first, as without `admit`: it names no route at all.
+    static func decode(
+        _ request: FCGX_Request, maxBodyBytes: Int, admit: (inout Request) -> HTTPError?
+    ) -> Outcome {
+        let (known, headers) = params(of: request)
+        let params = CGIParams { known[$0] }
+        let route = params.route
+        var decoded = params.request(headers: headers, path: route.path)
+        if route.climbsAboveRoot {
+            discard(request.in)
+            return .rejected(decoded, aboveRoot)
+        }
+        if let refusal = admit(&decoded) {
+            discard(request.in)
+            return .rejected(decoded, refusal)
+        }
+        if let contentLength = params.contentLength, contentLength > maxBodyBytes {
+            discard(request.in)
+            return .rejected(decoded, tooLarge(maxBodyBytes))
+        }
+        guard let body = readBody(request.in, limit: maxBodyBytes) else {
+            return .rejected(decoded, tooLarge(maxBodyBytes))
+        }
+        decoded.body = body
+        return .request(decoded)
+    }
+
+    /// One pass over the params: the ones usersd routes on, and HTTP_* as headers.
+    /// The `KnownParams` point into the request's params: use them before it is
+    /// finished.
+    @inline(__always)
+    private static func params(of request: FCGX_Request) -> (KnownParams, HTTPHeaders) {
         var known = KnownParams()
         var headers = HTTPHeaders()
         headers.reserveCapacity(8)  // room for the usual headers: one allocation
@@ -34,18 +86,12 @@ enum RequestDecoder {
                 cursor += 1
             }
         }
-        let params = CGIParams { known[$0] }
-        var decoded = params.request(headers: headers)
-        if let contentLength = params.contentLength, contentLength > maxBodyBytes {
-            discard(request.in)
-            return .rejected(decoded, tooLarge(maxBodyBytes))
-        }
-        guard let body = readBody(request.in, limit: maxBodyBytes) else {
-            return .rejected(decoded, tooLarge(maxBodyBytes))
-        }
-        decoded.body = body
-        return .request(decoded)
+        return (known, headers)
     }
+
+    /// nginx answers 400 to a path whose `..` climbs above the root; usersd does the
+    /// same when the web server passed the path on as the client wrote it.
+    static let aboveRoot = HTTPError(.badRequest, "Request path climbs above the root")
 
     static func tooLarge(_ limit: Int) -> HTTPError {
         HTTPError(.payloadTooLarge, "Request body is larger than \(limit) bytes")
@@ -180,8 +226,10 @@ struct KnownParams {
 }
 
 /// The CGI parameters usersd routes on, with the fallbacks stock `fastcgi_params`
-/// needs (`DOCUMENT_URI`, else the path of `REQUEST_URI`, else `SCRIPT_NAME` +
-/// `PATH_INFO`).
+/// and the other web servers need (`DOCUMENT_URI`, else the percent-decoded path of
+/// `REQUEST_URI`, else `SCRIPT_NAME` + `PATH_INFO`). Only nginx sends `DOCUMENT_URI`
+/// (Caddy sends it empty); Apache httpd, lighttpd, Caddy and h2o are routed on
+/// `REQUEST_URI`, which they pass on as the client wrote it.
 struct CGIParams {
     let lookup: (KnownParams.Name) -> String?
 
@@ -192,7 +240,18 @@ struct CGIParams {
         return method.isEmpty ? "GET" : method
     }
 
-    var path: String {
+    /// The path to route on, its dot segments resolved (see `DotSegments`), and whether
+    /// it climbs above the root (then `path` is the decoded path as sent, for the log).
+    var route: (path: String, climbsAboveRoot: Bool) {
+        let sent = sentPath
+        guard let resolved = DotSegments.resolve(sent) else { return (sent, true) }
+        return (resolved, false)
+    }
+
+    var path: String { route.path }
+
+    /// The decoded path as the web server passed it on.
+    private var sentPath: String {
         if let uri = lookup(.documentURI), !uri.isEmpty { return uri }
         if let uri = lookup(.requestURI), !uri.isEmpty {
             let raw = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
@@ -202,12 +261,13 @@ struct CGIParams {
         return joined.isEmpty ? "/" : joined
     }
 
-    /// The request these params describe, without its body.
-    func request(headers: HTTPHeaders) -> Request {
+    /// The request these params describe, with `body`; `path` is `self.path` unless
+    /// given (the decoder resolves it once, see `route`).
+    func request(headers: HTTPHeaders, path: String? = nil, body: [UInt8] = []) -> Request {
         Request(
-            method: method, path: path, query: lookup(.queryString) ?? "",
+            method: method, path: path ?? self.path, query: lookup(.queryString) ?? "",
             contentType: lookup(.contentType).flatMap { $0.isEmpty ? nil : $0 },
-            headers: headers, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
+            headers: headers, body: body, requestID: requestID(headers: headers), remoteAddress: lookup(.remoteAddress)
         )
     }
 

@@ -100,7 +100,8 @@ private struct RawWriter {
 
     mutating func putDecimal(_ value: Int) {
         let count = DecimalText.count(Int64(value))
-        DecimalText.write(Int64(value), into: UnsafeMutableRawBufferPointer(start: base + offset, count: count))
+        DecimalText.write(
+            Int64(value), length: count, into: UnsafeMutableRawBufferPointer(start: base + offset, count: count))
         offset += count
     }
 }

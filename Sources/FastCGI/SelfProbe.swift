@@ -1,10 +1,13 @@
+internal import CFastCGI
 import Glibc
 
 /// A FastCGI client for one request, used to check usersd from inside.
 ///
-/// The systemd watchdog is fed only when this round trip works: it exercises the
-/// accept loop, a worker thread, the router and (for `/healthz`) the database, so a
-/// wedged process stops petting the watchdog instead of lying from a timer.
+/// The systemd watchdog is fed only when this round trip works: over a socket pair
+/// to a worker thread of its own (`usersd-probe`), it exercises libfcgi, the request
+/// decoder, the router and (for `/healthz`) the database, so a wedged process stops
+/// petting the watchdog instead of lying from a timer. (That the pool accepts
+/// connections is checked separately, `WorkerPool.isAcceptingConnections`.)
 enum SelfProbe {
     /// Exchanges one request over `fd` (the client end of a connection some worker
     /// serves) and returns the HTTP status, or `nil`.

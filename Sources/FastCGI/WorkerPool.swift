@@ -20,10 +20,18 @@ final class WorkerPool: Sendable {
         var accepted = 0
         var isDraining = false
         var workers: [ObjectIdentifier: WorkerState] = [:]
+
+        /// Every thread allowed serves a connection and none accepts: connections that
+        /// arrive now wait in the listening socket's backlog.
+        func isAtCap(_ maxThreads: Int) -> Bool { accepting == 0 && threads >= maxThreads }
     }
 
     private let state = Mutex(State())
     private let emptied = DispatchSemaphore(value: 0)
+    /// Posted when the pool reaches its cap (see `watchCap`).
+    private let capReached = DispatchSemaphore(value: 0)
+    /// Lets the cap watcher wait for a connection to change state.
+    let idleWatch = IdleWatch()
     let listener: Listener
     let context: ConnectionContext
     let maxThreads: Int
@@ -71,12 +79,13 @@ final class WorkerPool: Sendable {
 
     func start(threads: Int) {
         for _ in 0..<threads { spawn() }
+        NamedThread.start("usersd-cap") { [self] in watchCap() }
     }
 
     /// Starts a thread that begins by accepting (counted as accepting at once, so the
     /// spawner never starts two for the same gap).
     private func spawn() {
-        let worker = WorkerState()
+        let worker = WorkerState(idleWatch: idleWatch)
         let admitted = state.withLock { state -> Bool in
             guard !state.isDraining, state.threads < maxThreads else { return false }
             state.threads += 1
@@ -123,13 +132,14 @@ final class WorkerPool: Sendable {
     private func acceptAndServe(_ worker: WorkerState, resources: WorkerThreadResources) async {
         while true {
             let (fd, code) = resources.executor.whileWaiting { (listener.acceptBlocking(), errno) }
-            let (keepGoing, spawnAnother) = state.withLock { state -> (Bool, Bool) in
+            let (keepGoing, spawnAnother, atCap) = state.withLock { state -> (Bool, Bool, Bool) in
                 state.accepting -= 1
                 if fd >= 0 { state.accepted += 1 }
                 let spawn = fd >= 0 && state.accepting == 0 && !state.isDraining && state.threads < maxThreads
-                return (!state.isDraining, spawn)
+                return (!state.isDraining, spawn, fd >= 0 && !state.isDraining && state.isAtCap(maxThreads))
             }
             if spawnAnother { spawn() }
+            if atCap { capReached.signal() }
             if fd >= 0 {
                 await ConnectionWorker(fd: fd, state: worker, context: context, resources: resources).serve()
             } else if keepGoing {
@@ -149,6 +159,74 @@ final class WorkerPool: Sendable {
         }
     }
 
+    /// Frees a connection for each connection that waits in the backlog while the pool
+    /// is at its cap (`--max-connections`).
+    ///
+    /// libfcgi pins a kept connection to its thread, so a web server whose pool of
+    /// kept connections is larger than the cap (Apache httpd keeps every connection it
+    /// opened) would leave the connections beyond it waiting in the backlog for ever,
+    /// with a request already written into them. While one waits, one connection at a
+    /// time is picked to end:
+    /// 1. one idle for `WorkerState.drainIdleNanoseconds` or longer, the longest idle
+    ///    first, is shut down (`WorkerState.freeIfIdle`): nginx and Apache reuse their
+    ///    most recently used connections first, so one idle that long is the least
+    ///    likely to carry a request at that moment;
+    /// 2. else one answering a request, or else the kept connection idle the shortest
+    ///    time (the web server's next pick), is marked (`WorkerState.markLast`): its
+    ///    current or next response is its last, which the web server learns before it
+    ///    could send another request on it, so nothing is lost. If a marked idle
+    ///    connection stays idle that long, it is shut down as in 1.
+    /// The picked connection's thread then returns to `accept` and takes the waiting
+    /// one. The rule remains to size the web server's pool within the cap; this keeps
+    /// a larger one from hanging.
+    ///
+    /// The watcher blocks until the pool reaches the cap, then until a connection
+    /// waits in the backlog (`poll` on the listening socket), then until a worker's
+    /// connection changes state or the idle time of 1 is reached; its poll's timeout
+    /// only notices that the pool left the cap.
+    private func watchCap() {
+        while true {
+            capReached.wait()
+            while true {
+                let (atCap, draining) = state.withLock { ($0.isAtCap(maxThreads), $0.isDraining) }
+                if draining { return }
+                guard atCap else { break }
+                var waiting = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&waiting, 1, 250) > 0, waiting.revents & Int16(POLLIN) != 0 else { continue }
+                // Armed before looking, so a connection that changes after the look
+                // wakes the wait.
+                idleWatch.arm()
+                idleWatch.waitForChange(timeoutNanoseconds: pickConnectionToEnd())
+            }
+        }
+    }
+
+    /// Picks a connection to end, or shuts down a marked one idle too long (see
+    /// `watchCap`); returns how long to wait at most before looking again.
+    private func pickConnectionToEnd() -> UInt64 {
+        let workers = state.withLock { Array($0.workers.values) }
+        let now = MonotonicClock.nanoseconds()
+        let threshold = WorkerState.drainIdleNanoseconds
+        let idle = workers.compactMap { worker in worker.keptIdleSince.map { (worker, now &- $0) } }
+            .sorted { $0.1 > $1.1 }  // longest idle first
+        if let marked = workers.first(where: \.isMarked) {
+            // One at a time: wait for it to come back to `accept`.
+            guard let (_, idleFor) = idle.first(where: { $0.0 === marked }) else { return threshold }
+            if idleFor >= threshold {
+                // Shut it if its web server allows, else its next response ends it.
+                _ = marked.freeIfIdle(force: true)
+                return threshold
+            }
+            return threshold - min(idleFor, threshold - 1)
+        }
+        if idle.contains(where: { $0.1 >= threshold && $0.0.freeIfIdle(force: false) }) { return threshold }
+        // An answering connection first, then the one idle the shortest time.
+        _ =
+            workers.contains { $0.keptIdleSince == nil && $0.markLast() }
+            || idle.reversed().contains { $0.0.markLast() }
+        return threshold
+    }
+
     /// Stops accepting (once; later calls do nothing). Threads in `accept` return;
     /// connections close after their next response, or once idle for a moment (see
     /// `WorkerState`).
@@ -158,6 +236,8 @@ final class WorkerPool: Sendable {
             return state.isDraining
         }
         guard !already else { return }
+        capReached.signal()
+        idleWatch.wake()
         listener.stopAccepting()
         for worker in state.withLock({ Array($0.workers.values) }) { worker.beginDraining() }
     }
@@ -176,104 +256,6 @@ final class WorkerPool: Sendable {
                 worker.closeIfIdle(now: now)
             }
             _ = emptied.wait(timeout: min(deadline, .now() + .milliseconds(20)))
-        }
-    }
-}
-
-/// A no-op handler for SIGUSR2, installed without `SA_RESTART`, so the signal makes
-/// a blocking `accept` fail with `EINTR` (the wake-up for draining).
-enum AcceptInterruption {
-    static let number = SIGUSR2
-
-    static func install() {
-        _ = installed
-    }
-
-    private static let installed: Bool = {
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = { _ in }
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = 0
-        return sigaction(number, &action, nil) == 0
-    }()
-}
-
-/// What one worker thread is doing, so draining can wake it safely.
-///
-/// An idle kept connection is woken with `shutdown(fd, SHUT_RD)`, never `close()`:
-/// libfcgi owns the descriptor and closes it itself, so closing it here could close
-/// a reused descriptor number.
-final class WorkerState: Sendable {
-    private enum Phase {
-        case accepting
-        case busy
-        /// Waiting for nginx's next request on a kept connection, since `since`
-        /// (monotonic nanoseconds).
-        case idle(Int32, since: UInt64)
-    }
-
-    private struct State {
-        var phase = Phase.accepting
-        var isDraining = false
-        var thread: pthread_t?
-    }
-
-    /// During a drain, a kept connection idle for this long is closed. nginx reuses
-    /// its most recently used connections first, so one idle this long is the least
-    /// likely to carry a request at the moment it is closed (which would lose it).
-    static let drainIdleNanoseconds: UInt64 = 250_000_000
-
-    private let state = Mutex(State())
-
-    func setThread(_ thread: pthread_t) {
-        state.withLock { $0.thread = thread }
-    }
-
-    /// Marks the connection idle (waiting for nginx's next request).
-    func markIdle(_ fd: Int32) {
-        let now = MonotonicClock.nanoseconds()
-        state.withLock { $0.phase = .idle(fd, since: now) }
-    }
-
-    var isDraining: Bool { state.withLock { $0.isDraining } }
-
-    func markBusy() {
-        state.withLock { $0.phase = .busy }
-    }
-
-    func markAccepting() {
-        state.withLock { $0.phase = .accepting }
-    }
-
-    /// Serving a request (not waiting for one), for metrics.
-    var isBusy: Bool {
-        state.withLock { state in
-            if case .busy = state.phase { return true }
-            return false
-        }
-    }
-
-    func beginDraining() {
-        state.withLock { $0.isDraining = true }
-    }
-
-    /// Closes the kept connection if it has been idle long enough (see
-    /// `drainIdleNanoseconds`): `shutdown(SHUT_RD)` makes libfcgi's blocked read
-    /// return, and libfcgi then closes its own descriptor.
-    func closeIfIdle(now: UInt64) {
-        state.withLock { state in
-            if case .idle(let fd, let since) = state.phase, now &- since >= Self.drainIdleNanoseconds {
-                shutdown(fd, Int32(SHUT_RD))
-                state.phase = .busy  // woken; never shut the same descriptor twice
-            }
-        }
-    }
-
-    func interruptIfAccepting() {
-        state.withLock { state in
-            if case .accepting = state.phase, let thread = state.thread {
-                pthread_kill(thread, AcceptInterruption.number)
-            }
         }
     }
 }

@@ -11,6 +11,9 @@ public struct HTTPError: Error, Sendable, Equatable {
     public var field: String?
     /// Extra headers (`Allow`, `Retry-After`).
     public var headers: [Header]
+    /// Extra string members of the JSON body after `error` and `field` (a 403's
+    /// `scope`), as name and value.
+    public var details: [Header]
 
     public struct Header: Sendable, Equatable {
         public var name: String
@@ -21,11 +24,14 @@ public struct HTTPError: Error, Sendable, Equatable {
         }
     }
 
-    public init(_ status: Status, _ message: String, field: String? = nil, headers: [Header] = []) {
+    public init(
+        _ status: Status, _ message: String, field: String? = nil, headers: [Header] = [], details: [Header] = []
+    ) {
         self.status = status
         self.message = message
         self.field = field
         self.headers = headers
+        self.details = details
     }
 
     /// The JSON response for this error.
@@ -34,6 +40,7 @@ public struct HTTPError: Error, Sendable, Equatable {
             json.object { object in
                 object.field("error", message)
                 if let field { object.field("field", field) }
+                for detail in details { object.field(detail.name, detail.value) }
             }
         }
     }

@@ -20,6 +20,9 @@ public struct Request: Sendable {
     public var requestID: String
     /// The client's address as the web server saw it (`REMOTE_ADDR`), if it sent one.
     public var remoteAddress: String?
+    /// The name of the credential the request was admitted with (an API token's name,
+    /// see `Responder.admit`), for the access log; never the credential itself.
+    public var principal: String?
 
     public init(
         method: String,

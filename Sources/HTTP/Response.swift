@@ -15,6 +15,7 @@ public struct Status: Sendable, Hashable {
     public static let accepted = Status(code: 202, reason: "Accepted")
     public static let noContent = Status(code: 204, reason: "No Content")
     public static let badRequest = Status(code: 400, reason: "Bad Request")
+    public static let unauthorized = Status(code: 401, reason: "Unauthorized")
     public static let forbidden = Status(code: 403, reason: "Forbidden")
     public static let notFound = Status(code: 404, reason: "Not Found")
     public static let methodNotAllowed = Status(code: 405, reason: "Method Not Allowed")

@@ -18,6 +18,16 @@ public struct Parameters: Sendable {
 
 /// Answers requests. The FastCGI layer calls it once per request.
 public protocol Responder: Sendable {
+    /// Decides from the request's method, path and headers alone whether it may go
+    /// on: `nil` to go on, or the error to answer it with. The FastCGI layer calls it
+    /// before it reads the request's body, and answers a refused request through
+    /// `respond(rejected:with:)` with the body discarded unread, so a refusal costs
+    /// no body buffering and no handler runs. It may note who the request comes from
+    /// (`principal`), whether it admits the request or not.
+    func admit(_ request: inout Request) -> HTTPError?
+    /// Whether `admit` may refuse anything. When it is false the FastCGI layer does
+    /// not call it, and builds each request once, body included.
+    var checksAdmission: Bool { get }
     func respond(to request: Request) async -> Response
     /// Answers a request the FastCGI layer refused before any handler could see it
     /// (a body over the limit, params too large): `request` holds what could be read
@@ -26,6 +36,10 @@ public protocol Responder: Sendable {
 }
 
 extension Responder {
+    public func admit(_ request: inout Request) -> HTTPError? { nil }
+
+    public var checksAdmission: Bool { false }
+
     public func respond(rejected request: Request, with error: HTTPError) async -> Response {
         error.response
     }

@@ -78,18 +78,19 @@ public enum Log {
     }
 
     /// The access-log line of one request (`msg=request` with request_id, method,
-    /// path, status and duration_ms, and `aborted=true` for a response cut short), as
-    /// `emit` would write it, without building the fields as strings first: it is the
-    /// one line written per request.
+    /// path, status and duration_ms, `token_name` when the request came with a known
+    /// API token, and `aborted=true` for a response cut short), as `emit` would write
+    /// it, without building the fields as strings first: it is the one line written
+    /// per request.
     public static func request(
         _ level: LogLevel, requestID: String, method: String, path: String, status: Int, milliseconds: Double,
-        aborted: Bool = false
+        tokenName: String? = nil, aborted: Bool = false
     ) {
         guard isEnabled(level) else { return }
         write(
             requestLine(
                 level, requestID: requestID, method: method, path: path, status: status,
-                milliseconds: milliseconds, aborted: aborted, at: WallClock.milliseconds()))
+                milliseconds: milliseconds, tokenName: tokenName, aborted: aborted, at: WallClock.milliseconds()))
     }
 
     private static func write(_ bytes: [UInt8]) {
@@ -121,7 +122,7 @@ public enum Log {
 
     static func requestLine(
         _ level: LogLevel, requestID: String, method: String, path: String, status: Int, milliseconds: Double,
-        aborted: Bool = false, at time: Int64
+        tokenName: String? = nil, aborted: Bool = false, at time: Int64
     ) -> [UInt8] {
         var bytes = head(level, "request", at: time)
         appendField("request_id", requestID, to: &bytes)
@@ -131,6 +132,7 @@ public enum Log {
         bytes.appendDecimal(Int64(status))
         bytes.append(contentsOf: " duration_ms=".utf8)
         appendThousandths(milliseconds, to: &bytes)
+        if let tokenName { appendField("token_name", tokenName, to: &bytes) }
         if aborted { bytes.append(contentsOf: " aborted=true".utf8) }
         bytes.append(UInt8(ascii: "\n"))
         return bytes

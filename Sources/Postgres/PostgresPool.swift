@@ -330,31 +330,35 @@ private struct ConnectionThread {
         for job in batch {
             if case .statements(let statements, _, _) = job.work { transactions.append(statements) }
         }
+        pool.statistics.withLock { statistics in
+            statistics.batches += 1
+            statistics.batchSizes.observe(Double(batch.count))
+        }
         var again: [PostgresPool.Job] = []
-        var failures = 0
         var lostError: PostgresError?
+        let pool = self.pool
         connection.pipeline(transactions) { index, result in
             var job = batch[index]
             guard case .statements(_, let isRead, let deliver) = job.work else { return }
+            var failed = false
             if case .failure(let error) = result {
                 if case .connection(let wasSent) = error.kind {
                     lostError = error
                     if job.retries == 0 && (!wasSent || isRead) {
                         job.retries += 1
                         again.append(job)
+                        pool.statistics.withLock { $0.retries += 1 }
                         return
                     }
                 }
-                failures += 1
+                failed = true
+            }
+            // Counted before the caller resumes: figures read after an answer include it.
+            pool.statistics.withLock { statistics in
+                statistics.statements += 1
+                if failed { statistics.failures += 1 }
             }
             deliver(result)
-        }
-        pool.statistics.withLock { statistics in
-            statistics.statements += batch.count
-            statistics.batches += 1
-            statistics.failures += failures
-            statistics.retries += again.count
-            statistics.batchSizes.observe(Double(batch.count))
         }
         if !connection.isConnected { drop(lostError) }
         pool.requeue(again)

@@ -31,7 +31,7 @@ public struct TaskKind: Sendable {
     /// work) before it returns, so the scheduler does not write that again.
     public let persistsItsSuccess: Bool
     /// For kinds whose whole work is a database write: runs the given tasks (ids noted
-    /// at insert, see `TaskScheduler.noteInserted`) that are still queued and due from
+    /// at commit, see `TaskScheduler.committed(taskID:kind:)`) that are still queued and due from
     /// start to finish in one store transaction, and returns the ids it ran. Those
     /// take no slot and no claim; any it skips run through `run` as usual.
     public let runQueued: (@Sendable (_ ids: [Int64], _ now: Int64) async throws -> [Int64])?

@@ -18,7 +18,10 @@ extension BuiltInTasks {
                 return WelcomeTask.payload(userID: id)
             },
             persistsItsSuccess: true,
-            runQueued: { ids, now in try await store.runQueuedWelcomes(ids: ids, now: now) },
+            // Handed over at commit: run now, though due only `handOverMilliseconds` later.
+            runQueued: { ids, now in
+                try await store.runQueuedWelcomes(ids: ids, now: now + WelcomeTask.handOverMilliseconds)
+            },
             run: { context in
                 guard case .number(_, let id?)? = context.payload["user_id"] else {
                     throw TaskPayloadError(field: "user_id", message: "stored payload has no user_id")

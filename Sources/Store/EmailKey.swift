@@ -29,12 +29,25 @@ public enum EmailKey {
     /// common case, on every POST /add-user and PATCH) is read once, in place, and
     /// returned as it is when it has no capital, else lower-cased with one allocation.
     public static func of(_ email: String) -> String {
+        // A native string's bytes are contiguous: scanned in place, not through the
+        // UTF-8 view's generic iterator.
+        let kind = email.utf8.withContiguousStorageIfAvailable(asciiKind) ?? asciiKind(Array(email.utf8))
+        switch kind {
+        case .lowercaseASCII: return email
+        case .ascii: return email.lowercased()
+        case .unicode: return unicodeKey(email)
+        }
+    }
+
+    private enum Kind { case lowercaseASCII, ascii, unicode }
+
+    private static func asciiKind<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> Kind {
         var hasCapital = false
-        for byte in email.utf8 {
-            if byte >= 0x80 { return unicodeKey(email) }
+        for byte in bytes {
+            if byte >= 0x80 { return .unicode }
             if byte &- UInt8(ascii: "A") < 26 { hasCapital = true }
         }
-        return hasCapital ? email.lowercased() : email
+        return hasCapital ? .ascii : .lowercaseASCII
     }
 
     /// The key of any text: NFC, full case folding, NFC.

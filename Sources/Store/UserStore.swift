@@ -3,7 +3,7 @@
 /// What every backend keeps:
 /// - A call returns after its change committed (durably, as the backend defines it)
 ///   and never acknowledges a change that could still be lost.
-/// - Emails are unique by `EmailKey.make`, computed by usersd (never by the database),
+/// - Emails are unique by `EmailKey.of`, computed by usersd (never by the database),
 ///   so every backend agrees on which emails collide; a duplicate is
 ///   `StoreError.duplicateEmail`, and it fails only its own write.
 /// - Ids grow; lists are in id order (keyset paging by `afterID`).

@@ -7,6 +7,15 @@
 public enum WelcomeTask {
     public static let kind = "welcome"
 
+    /// A welcome task is due this long after its user was created. The route hands the
+    /// task to the scheduler as soon as the user's transaction has committed, and the
+    /// scheduler runs it by id, whether or not it is due yet; the claim path, which runs
+    /// whatever is due, takes it only when that hand-over did not happen (a crash, a
+    /// failed batch). Without the delay the claim path could take a task in the moment
+    /// between its commit and its hand-over, costing a claim and a completion
+    /// transaction instead of a share of one batch.
+    public static let handOverMilliseconds: Int64 = 1000
+
     /// Its payload, `{"user_id":N}`.
     public static func payload(userID: Int64) -> String {
         "{\"user_id\":\(userID)}"
@@ -28,7 +37,8 @@ public protocol WelcomeOutbox: Sendable {
     /// or neither: when the task is no longer `running`, nothing is written and
     /// `TaskStoreError.notRunning` is thrown.
     func completeWelcome(taskID: Int64, userID: Int64) async throws -> String
-    /// Runs the welcome tasks among `ids` that are still queued and due at `now` from
+    /// Runs the welcome tasks among `ids` that are still queued and due at `now` (the
+    /// scheduler passes its time plus `handOverMilliseconds`) from
     /// start to finish in one transaction: each gets its outbox row (as
     /// `completeWelcome`) and goes straight to `succeeded` with its attempt counted.
     /// Other ids (not welcome, not queued, not due, unknown) are skipped, so a task

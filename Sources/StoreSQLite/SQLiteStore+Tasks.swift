@@ -117,7 +117,7 @@ extension SQLiteStore {
                     let claim = try connection.cached(
                         """
                         UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?1, updated_at = ?1
-                        WHERE id = ?2 RETURNING \(Self.taskColumns)
+                        WHERE id = ?2 AND state = 'queued' RETURNING \(Self.taskColumns)
                         """
                     )
                     try claim.bind([.text(UTCTimestamp.now()), .integer(id)])

@@ -51,7 +51,7 @@ public final class SQLiteStore: StoreBackend {
 
     public func createUser(name: String, email: String) async throws -> CreatedUser {
         defer { userChanged() }
-        let (maxAttempts, due) = (welcomeMaxAttempts, now())
+        let (maxAttempts, due) = (welcomeMaxAttempts, now() + WelcomeTask.handOverMilliseconds)
         let created = try await mapErrors {
             try await database.write { connection in
                 // The row is known without RETURNING, which costs SQLite a quarter of the insert.

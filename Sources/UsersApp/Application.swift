@@ -65,11 +65,15 @@ public struct Application: Sendable {
     static let metricsForbidden = HTTPError(
         .forbidden, "Metrics are served to allowed addresses only (--metrics-allow)")
 
-    /// The complete responder: routes, errors as JSON, one access-log line per request.
-    public func makeResponder(mountPrefix: String = "", slowRequestMilliseconds: Int = 1000) -> any Responder {
+    /// The complete responder: access control (when `accessControl` is given), routes,
+    /// errors as JSON, one access-log line per request.
+    public func makeResponder(
+        mountPrefix: String = "", slowRequestMilliseconds: Int = 1000, accessControl: AccessControl? = nil
+    ) -> any Responder {
         let router = makeRouter(mountPrefix: mountPrefix).buildResponder(onError: Self.errorResponse)
         return AccessLogResponder(
-            inner: router, slowRequestMilliseconds: slowRequestMilliseconds, metrics: requestMetrics)
+            inner: router, slowRequestMilliseconds: slowRequestMilliseconds, metrics: requestMetrics,
+            accessControl: accessControl)
     }
 
     /// Store errors become their statuses; anything unexpected is a logged 500 that

@@ -6,6 +6,20 @@ import StoreSQLite
 /// Opens the database backend the settings name: the one place in the app that names
 /// a backend; everything else sees the store protocols.
 enum Backends {
+    /// `usersd backup PATH`: a consistent copy of the database into a new file (SQLite;
+    /// a PostgreSQL database is backed up with PostgreSQL's tools: pg_dump, pg_basebackup).
+    static func backup(_ configuration: Configuration, to destination: String) throws(BackupFailure) {
+        if isPostgres(configuration) {
+            throw BackupFailure(
+                .source,
+                "usersd backup copies SQLite files; back up PostgreSQL with pg_dump or pg_basebackup "
+                    + "(database \(describe(configuration)))")
+        }
+        try SQLiteStore.backup(
+            databaseAt: configuration.databasePath, to: destination,
+            busyTimeoutMilliseconds: Int32(configuration.busyTimeoutMilliseconds))
+    }
+
     /// Opens it: a `postgresql://` or `postgres://` URI is PostgreSQL (handed to libpq
     /// unchanged), anything else an SQLite file (created with its directory when
     /// missing). For serving, a backend that allows one serving process throws

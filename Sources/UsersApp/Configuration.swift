@@ -18,8 +18,17 @@ public struct Configuration: Sendable, Equatable {
         case migrate
         case check
         case backup(String)
+        case token(TokenCommand)
         case help
         case version
+
+        /// The commands that read `--env-file` (the others need no settings).
+        var readsEnvironmentFile: Bool {
+            switch self {
+            case .serve, .migrate, .check, .token: true
+            case .backup, .help, .version: false
+            }
+        }
     }
 
     public var command: Command = .serve
@@ -59,6 +68,8 @@ public struct Configuration: Sendable, Equatable {
     public var nginxSiteFile: String?
     /// `KEY=VALUE` lines (systemd `EnvironmentFile` syntax) read at start and on SIGHUP.
     public var environmentFile: String?
+    /// The API tokens file (`--auth-file`); `nil` leaves every route open.
+    public var authFile: String?
 
     public init() {}
 
@@ -115,7 +126,7 @@ public struct Configuration: Sendable, Equatable {
             $0.socketGroup = try nonEmpty($1, "--socket-group")
         },
         Setting(
-            flag: "--db", environment: "USERSD_DB", placeholder: "PATH|URI",
+            flag: "--db", environment: "USERSD_DB", placeholder: "PATH",
             help:
                 "SQLite database file (default ./data/users.sqlite3, or $STATE_DIRECTORY/users.sqlite3 under systemd), "
                 + "or a postgresql:// URI (several hosts share it; see docs/scale-out.md)"
@@ -239,6 +250,14 @@ public struct Configuration: Sendable, Equatable {
             $0.taskMaxAttempts = try integer($1, "--task-max-attempts", 1...100)
         },
         Setting(
+            flag: "--auth-file", environment: "USERSD_AUTH_FILE", placeholder: "FILE",
+            help:
+                "API tokens (NAME SCOPE SHA256HEX lines, see usersd token): every route but /healthz then needs "
+                + "Authorization: Bearer TOKEN; SIGHUP re-reads it (default: none, every route open)"
+        ) {
+            $0.authFile = try nonEmpty($1, "--auth-file")
+        },
+        Setting(
             flag: "--env-file", environment: "USERSD_ENV_FILE", placeholder: "FILE",
             help:
                 "USERSD_* settings as KEY=VALUE lines, below the environment and flags; SIGHUP re-reads its USERSD_LOG_LEVEL"
@@ -259,9 +278,7 @@ public struct Configuration: Sendable, Equatable {
         _ arguments: [String], environment: [String: String]
     ) throws(ConfigurationError) -> Configuration {
         let first = try parseOnce(arguments, environment: environment)
-        guard let file = first.environmentFile,
-            first.command == .serve || first.command == .check || first.command == .migrate
-        else {
+        guard let file = first.environmentFile, first.command.readsEnvironmentFile else {
             return first
         }
         guard let values = EnvironmentFile.read(file) else {
@@ -290,6 +307,8 @@ public struct Configuration: Sendable, Equatable {
         }
         var remaining = arguments[...]
         var commandSeen = false
+        var scope: String?
+        var tokenArguments: TokenCommand.Arguments?
         while let argument = remaining.popFirst() {
             if argument == "--help" || argument == "-h" {
                 configuration.command = .help
@@ -306,6 +325,14 @@ public struct Configuration: Sendable, Equatable {
                     name = String(argument[..<equals])
                     value = String(argument[argument.index(after: equals)...])
                 }
+                if name == "--scope" {
+                    // `usersd token add NAME --scope SCOPE`: an argument of that command,
+                    // not a setting (it has no environment twin).
+                    if value == nil { value = remaining.popFirst() }
+                    guard let value else { throw ConfigurationError("--scope needs a value (read, write or admin)") }
+                    scope = value
+                    continue
+                }
                 guard let setting = settings.first(where: { $0.flag == name }) else {
                     throw ConfigurationError("unknown option '\(name)' (see usersd --help)")
                 }
@@ -316,6 +343,11 @@ public struct Configuration: Sendable, Equatable {
                 } catch {
                     throw ConfigurationError(Self.message(of: error))
                 }
+                continue
+            }
+            if var arguments = tokenArguments, arguments.takesName, arguments.name == nil {
+                arguments.name = argument
+                tokenArguments = arguments
                 continue
             }
             guard !commandSeen else { throw ConfigurationError("unexpected argument '\(argument)'") }
@@ -331,9 +363,18 @@ public struct Configuration: Sendable, Equatable {
                     throw ConfigurationError("backup needs a destination: usersd backup PATH")
                 }
                 configuration.command = .backup(path)
+            case "token":
+                tokenArguments = try TokenCommand.Arguments.parse(&remaining)
+                configuration.command = .token(.list)
             default:
-                throw ConfigurationError("unknown command '\(argument)' (serve, migrate, check, backup PATH)")
+                throw ConfigurationError(
+                    "unknown command '\(argument)' (serve, migrate, check, backup PATH, token add|list|revoke)")
             }
+        }
+        if let tokenArguments, case .token = configuration.command {
+            configuration.command = .token(try tokenArguments.command(scope: scope))
+        } else if scope != nil {
+            throw ConfigurationError("--scope belongs to usersd token add NAME --scope SCOPE")
         }
         if configuration.socketPath != nil, configuration.listenAddress != nil {
             throw ConfigurationError("--socket and --listen both name a socket to serve on: choose one")
@@ -345,14 +386,21 @@ public struct Configuration: Sendable, Equatable {
         var text = """
             usersd — a user directory served over FastCGI behind nginx
 
-            Usage: usersd [serve|migrate|check|backup PATH] [options]
+            Usage: usersd [serve|migrate|check|backup PATH|token ...] [options]
 
             Commands:
               serve          serve FastCGI requests (default)
               migrate        apply pending database migrations and exit
-              check          check configuration, database integrity, pending migrations
-                             (and an nginx site file with --nginx FILE)
+              check          check configuration, the token file, database integrity, pending
+                             migrations (and an nginx site file with --nginx FILE)
               backup PATH    write a consistent copy of the database to PATH while serving
+              token add NAME --scope read|write|admin
+                             make a new API token, print it (once) and add its hash to the
+                             --auth-file (created 0600 when missing)
+              token list     show the names and scopes in the --auth-file
+              token revoke NAME
+                             remove the token NAME from the --auth-file
+                             (a serving usersd re-reads the file on SIGHUP)
 
             Options (each also as an environment variable):
 

@@ -1,6 +1,5 @@
 import Foundation
 import Store
-import StoreSQLite
 
 /// The operational subcommands: `migrate`, `check`, `backup PATH`.
 struct Maintenance {
@@ -26,6 +25,7 @@ struct Maintenance {
     func check() -> Int32 {
         var problems = 0
         print("configuration: ok (database \(Backends.describe(configuration)))")
+        problems += checkTokenFile()
         if Backends.isPostgres(configuration) || FileManager.default.fileExists(atPath: configuration.databasePath) {
             do {
                 let backend = try Backends.open(configuration, forServing: false)
@@ -50,6 +50,23 @@ struct Maintenance {
         return problems == 0 ? 0 : 1
     }
 
+    /// Reports access control: off without `--auth-file`, else the file's tokens or
+    /// why `serve` would refuse it. Returns the number of problems (0 or 1).
+    private func checkTokenFile() -> Int {
+        guard let path = configuration.authFile else {
+            print("access control: off (no --auth-file: every route is open)")
+            return 0
+        }
+        do {
+            let file = try TokenFile.load(path: path)
+            print("access control: on, \(path): \(file.entries.count) tokens (\(file.scopeCounts))")
+            return 0
+        } catch {
+            print("access control: \(error.message)")
+            return 1
+        }
+    }
+
     /// `usersd backup PATH`: copies the database (which may be serving) into a new file
     /// PATH, readable by its owner only, complete or absent. Exit statuses from
     /// sysexits.h, as 64 for a bad setting: 66 (`EX_NOINPUT`) when the database is
@@ -60,9 +77,7 @@ struct Maintenance {
     @available(*, noasync, message: "runs the whole process")
     func backup(to destination: String) -> Int32 {
         do throws(BackupFailure) {
-            try SQLiteStore.backup(
-                databaseAt: configuration.databasePath, to: destination,
-                busyTimeoutMilliseconds: Int32(configuration.busyTimeoutMilliseconds))
+            try Backends.backup(configuration, to: destination)
             print("backup written to \(destination)")
             return 0
         } catch {

@@ -30,6 +30,17 @@ struct Server {
             )
             return 64
         }
+        // The token file before the database: a bad one is a bad setting (64) and
+        // nothing is opened or created.
+        var accessControl: AccessControl?
+        if let path = configuration.authFile {
+            do {
+                accessControl = try AccessControl(path: path, mountPrefix: configuration.mountPrefix)
+            } catch {
+                Usersd.printError("usersd: --auth-file \(error.message)")
+                return 64
+            }
+        }
         let backend: any StoreBackend
         do {
             backend = try Backends.open(configuration, forServing: true)
@@ -49,7 +60,8 @@ struct Server {
         let fastCGI = FastCGIService(
             configuration: fastCGIConfiguration(listen),
             responder: application.makeResponder(
-                mountPrefix: configuration.mountPrefix, slowRequestMilliseconds: configuration.slowRequestMilliseconds),
+                mountPrefix: configuration.mountPrefix, slowRequestMilliseconds: configuration.slowRequestMilliseconds,
+                accessControl: accessControl),
             hooks: WorkerThreadHooks(
                 started: { backend.workerThreadStarted() }, stopping: { backend.workerThreadStopping() }),
             graceSeconds: configuration.shutdownGraceSeconds,
@@ -80,6 +92,8 @@ struct Server {
             [
                 "socket": describe(listen), "db": Backends.describe(configuration), "version": Usersd.version,
                 "malloc": environment["GLIBC_TUNABLES"] ?? "",
+                "access_control": accessControl.map { "on (\($0.count) tokens from \($0.path))" }
+                    ?? "off (no --auth-file: every route is open)",
             ])
         notifier.notify("READY=1\nSTATUS=serving")
 
@@ -87,6 +101,7 @@ struct Server {
             switch Signals.wait() {
             case .reload:
                 reload()
+                if let accessControl { reloadTokens(accessControl) }
             case .terminate(let signal):
                 Log.info("shutting down", ["signal": String(signal)])
                 fastCGI.beginDraining()
@@ -131,7 +146,8 @@ struct Server {
     }
 
     /// SIGHUP: re-reads the log level from the environment file (`--env-file`), the
-    /// one setting that can change without a restart. The socket stays open.
+    /// one setting that can change without a restart (the token file's contents are
+    /// re-read too, see `reloadTokens`). The socket stays open.
     private func reload() {
         guard let file = configuration.environmentFile else {
             Log.info("reload (SIGHUP): no --env-file to re-read; log level stays", ["level": Log.level.name])
@@ -145,6 +161,19 @@ struct Server {
             Log.level = level
         }
         Log.warning("reloaded (SIGHUP)", ["level": Log.level.name])
+    }
+
+    /// SIGHUP: re-reads the token file. A file that fails to load changes nothing:
+    /// the tokens in force stay, and the log says why.
+    private func reloadTokens(_ accessControl: AccessControl) {
+        do {
+            let count = try accessControl.reload()
+            Log.warning("reloaded the token file (SIGHUP)", ["auth_file": accessControl.path, "tokens": String(count)])
+        } catch {
+            Log.error(
+                "token file not reloaded (SIGHUP): keeping the tokens in force",
+                ["tokens": String(accessControl.count), "error": error.message])
+        }
     }
 
     private func describe(_ listen: ListenSource) -> String {

@@ -124,7 +124,9 @@ enum UserValidation {
         let scalars = email.unicodeScalars
         guard !scalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F })
         else { return false }
-        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        // Split by scalars, not characters: a combining mark or an emoji modifier after
+        // `@` or `.` joins it into one grapheme cluster, which would hide the separator.
+        let parts = scalars.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty else { return false }
         let labels = parts[1].split(separator: ".", omittingEmptySubsequences: false)
         return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty }

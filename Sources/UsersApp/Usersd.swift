@@ -38,6 +38,8 @@ public enum Usersd {
             return Maintenance(configuration: configuration).check()
         case .backup(let destination):
             return Maintenance(configuration: configuration).backup(to: destination)
+        case .token(let command):
+            return command.run(authFile: configuration.authFile)
         }
     }
 

@@ -10,8 +10,9 @@ import Synchronization
 /// Feeds systemd's watchdog and keeps `STATUS=` current.
 ///
 /// Every half watchdog interval (or every 10 s without a watchdog) it checks the
-/// service for real: a FastCGI request to its own socket for `/healthz` (accept loop,
-/// a worker, the router and the database) and an answer from the scheduler actor.
+/// service for real: that some worker thread is accepting connections, a FastCGI
+/// round trip for `/healthz` through a worker of its own (the request decoder, the
+/// router and the database), and an answer from the scheduler actor.
 /// Only when both pass does it send `WATCHDOG=1`; otherwise systemd restarts usersd.
 final class Watchdog: Service {
     let notifier: SystemdNotifier

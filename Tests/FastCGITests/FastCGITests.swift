@@ -1,5 +1,8 @@
+import Basics
+import Foundation
 import Glibc
 import HTTP
+import Synchronization
 import Testing
 
 @testable import FastCGI
@@ -136,6 +139,54 @@ import Testing
     }
 }
 
+/// Dot segments resolved as nginx resolves them for `DOCUMENT_URI` (RFC 3986 §5.2.4,
+/// a climb above the root refused).
+@Suite struct DotSegmentsTests {
+    @Test(arguments: [
+        ("/users/../user/1", "/user/1"),
+        ("/./user/1", "/user/1"),
+        ("/a/b/c/./../../g", "/a/g"),
+        ("/mid/content=5/../6", "/mid/6"),
+        ("/a/.", "/a/"),
+        ("/a/b/..", "/a/"),
+        ("/a/..", "/"),
+        ("/.", "/"),
+        ("/users/./", "/users/"),
+        ("//..", "/"),
+    ])
+    func resolvesDotSegments(path: String, resolved: String) {
+        #expect(DotSegments.resolve(path) == resolved)
+    }
+
+    /// Names that only look like dot segments are ordinary segments; a path without
+    /// dot segments comes back unchanged.
+    @Test(arguments: ["/user/1", "/...", "/a/.b", "/a/..b/c", "/a..", "/.well-known/x", "/", "", "user/../x", "*"])
+    func leavesOtherPathsAlone(path: String) {
+        #expect(DotSegments.resolve(path) == path)
+    }
+
+    @Test(arguments: ["/..", "/../metrics", "/users/../..", "/a/../../b", "/./../x"])
+    func refusesAClimbAboveTheRoot(path: String) {
+        #expect(DotSegments.resolve(path) == nil)
+    }
+
+    /// Through the params: the path is decoded first, then resolved (so `%2e%2e` is a
+    /// dot segment, as in nginx), from every source of the path.
+    @Test func theRoutedPathIsDecodedThenResolved() {
+        func route(_ values: [String: String]) -> (String, Bool) {
+            let route = CGIParams { values[$0.rawValue] }.route
+            return (route.path, route.climbsAboveRoot)
+        }
+        #expect(route(["REQUEST_URI": "/users/%2e%2e/user/1?x=/../"]) == ("/user/1", false))
+        #expect(route(["REQUEST_URI": "/users/..%2Fmetrics"]) == ("/metrics", false))
+        #expect(route(["REQUEST_URI": "/%2E/user/1"]) == ("/user/1", false))
+        #expect(route(["SCRIPT_NAME": "/users", "PATH_INFO": "/../user/1"]) == ("/user/1", false))
+        #expect(route(["DOCUMENT_URI": "", "REQUEST_URI": "/./user/1"]) == ("/user/1", false))
+        #expect(route(["REQUEST_URI": "/users/../../user/1"]) == ("/users/../../user/1", true))
+        #expect(route(["REQUEST_URI": "/%2e%2e/metrics"]) == ("/../metrics", true))
+    }
+}
+
 /// The pre-libfcgi check of a request's PARAMS records (see ParamsGuard).
 @Suite struct ParamsGuardTests {
     func record(_ type: UInt8, id: UInt16 = 1, _ content: [UInt8], padding: UInt8 = 0) -> [UInt8] {
@@ -227,6 +278,104 @@ import Testing
         }
         shutdown(usersd, Int32(SHUT_RD))
         #expect(await waiting.value == .closed)
+    }
+
+    /// A connected pair of loopback TCP sockets (usersd also listens on TCP).
+    func tcpPair() -> (nginx: Int32, usersd: Int32) {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                #expect(bind(listener, pointer, length) == 0)
+                #expect(listen(listener, 1) == 0)
+                #expect(getsockname(listener, pointer, &length) == 0)
+            }
+        }
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var on: Int32 = 1
+        setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { #expect(connect(client, $0, length) == 0) }
+        }
+        return (client, accept(listener, nil, nil))
+    }
+
+    /// Apache httpd and Caddy write each record of a request with its own system call,
+    /// so the params check often sees a request in pieces. It must return as soon as
+    /// the last piece arrives: the wait is for new bytes, never a timer. The last
+    /// piece comes `pause` after the others; the check must return after it is written
+    /// and within an eighth of the pause (a back-off timer that has grown to steps of
+    /// tens of milliseconds by then answers later than that).
+    @Test(arguments: ["unix", "tcp"])
+    func aRequestInPiecesIsCheckedAsSoonAsTheLastPieceArrives(transport: String) {
+        let (nginx, usersd) = transport == "unix" ? socketPair() : tcpPair()
+        defer {
+            close(nginx)
+            close(usersd)
+        }
+        let pieces = [
+            begin, record(4, id: 7, pair("REQUEST_METHOD", "GET") + pair("REQUEST_URI", "/user/1")),
+            record(4, id: 7, []), record(5, id: 7, []),
+        ]
+        let pauseNanoseconds: UInt64 = 130_000_000
+        for _ in 0..<3 {
+            let lastWrite = Atomic<UInt64>(0)
+            let writer = Thread {
+                for (index, piece) in pieces.enumerated() {
+                    if index == 2 {
+                        usleep(UInt32(pauseNanoseconds / 1000))
+                        lastWrite.store(MonotonicClock.nanoseconds(), ordering: .sequentiallyConsistent)
+                    }
+                    _ = piece.withUnsafeBytes { write(nginx, $0.baseAddress, $0.count) }
+                }
+            }
+            writer.start()
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            #expect(ParamsGuard.check(fd: usersd, buffer: &buffer) == .ok)
+            let returned = MonotonicClock.nanoseconds()
+            let written = lastWrite.load(ordering: .sequentiallyConsistent)
+            #expect(written > 0 && returned >= written)
+            #expect(returned &- written < pauseNanoseconds / 8, "returned \((returned &- written) / 1000) µs late")
+            // Consume the request, as libfcgi would, before the next round.
+            var drained = 0
+            let total = pieces.reduce(0) { $0 + $1.count }
+            while drained < total {
+                let count = buffer.withUnsafeMutableBytes { recv(usersd, $0.baseAddress, $0.count, 0) }
+                guard count > 0 else { break }
+                drained += count
+            }
+            #expect(drained == total)
+        }
+    }
+
+    /// A request cut off half way: the check ends when the peer closes (no more bytes
+    /// can come), and a peer that stays silent meets the deadline.
+    @Test func aPartialRequestEndsAtTheHangUpOrTheDeadline() {
+        let partial = begin + record(4, id: 7, pair("REQUEST_METHOD", "GET"))
+        let (nginx, usersd) = socketPair()
+        defer { close(usersd) }
+        send(partial, to: nginx)
+        let writer = Thread {
+            usleep(50_000)
+            close(nginx)
+        }
+        writer.start()
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        let started = MonotonicClock.seconds()
+        #expect(ParamsGuard.check(fd: usersd, buffer: &buffer, deadlineSeconds: 30) == .closed)
+        #expect(MonotonicClock.seconds() - started < 10)
+
+        let (silent, waiting) = socketPair()
+        defer {
+            close(silent)
+            close(waiting)
+        }
+        send(partial, to: silent)
+        #expect(ParamsGuard.check(fd: waiting, buffer: &buffer, deadlineSeconds: 0.2) == .reject)
     }
 
     @Test func malformedRecordsAreInvalid() {

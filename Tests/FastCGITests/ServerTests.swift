@@ -10,10 +10,21 @@ import Testing
 /// FastCGI client, with responders written for each case.
 @Suite(.serialized) struct ServerTests {
     /// `/stream` sends part of a body, then fails; other paths are 200.
+    /// `/private` is refused by `admit` (401, noting the principal "guest").
     final class FailingStream: Responder {
         let rejected = Mutex<[(Request, HTTPError)]>([])
+        let answered = Mutex<[String]>([])
+
+        var checksAdmission: Bool { true }
+
+        func admit(_ request: inout Request) -> HTTPError? {
+            guard request.path == "/private" else { return nil }
+            request.principal = "guest"
+            return HTTPError(.unauthorized, "no")
+        }
 
         func respond(to request: Request) async -> Response {
+            answered.withLock { $0.append(request.path) }
             guard request.path == "/stream" else { return Response.json(.ok, Array("{}".utf8)) }
             return Response(
                 status: .ok, headers: [("Content-Type", "application/json")],
@@ -142,6 +153,35 @@ import Testing
             #expect(seen.first?.0.method == "POST" && seen.first?.0.path == "/users")
             #expect(seen.first?.0.requestID == "abc" && seen.first?.0.remoteAddress == "192.0.2.7")
             #expect(seen.first?.1.status == .payloadTooLarge)
+        }
+    }
+
+    /// A request `admit` refuses is answered through `respond(rejected:with:)` before
+    /// its body is read: the handler never runs, the body is discarded (a body over
+    /// the limit too: the refusal comes first), and what `admit` noted stays.
+    @Test(arguments: [500, 5000])
+    func aRequestNotAdmittedIsRefusedBeforeItsBodyIsRead(bodyBytes: Int) throws {
+        try withServer(maxBodyBytes: 1024) { path, responder in
+            let records = try exchange(
+                path,
+                params: [
+                    ("REQUEST_METHOD", "POST"), ("DOCUMENT_URI", "/private"), ("CONTENT_LENGTH", "\(bodyBytes)"),
+                    ("CONTENT_TYPE", "application/json"),
+                ],
+                stdin: [UInt8](repeating: 0x41, count: bodyBytes)
+            )
+            #expect(stdout(records).hasPrefix("Status: 401 Unauthorized\r\n"))
+            #expect(records.contains { $0.type == Records.Kind.endRequest.rawValue })
+            let seen = responder.rejected.withLock { $0 }
+            #expect(seen.count == 1)
+            #expect(seen.first?.0.path == "/private" && seen.first?.0.body.isEmpty == true)
+            #expect(seen.first?.0.principal == "guest")
+            #expect(seen.first?.1.status == .unauthorized)
+            #expect(responder.answered.withLock { $0 }.isEmpty)
+            // Another path is admitted and answered by the handler.
+            let next = try exchange(path, params: [("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", "/other")])
+            #expect(stdout(next).hasPrefix("Status: 200 OK\r\n"))
+            #expect(responder.answered.withLock { $0 } == ["/other"])
         }
     }
 

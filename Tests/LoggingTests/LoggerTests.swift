@@ -115,6 +115,22 @@ import Testing
         }
     }
 
+    /// A request admitted with an API token names the token (its name, from the
+    /// token file) after the duration; the general line of the same fields agrees.
+    @Test func theAccessLineNamesTheToken() {
+        let access = Log.requestLine(
+            .info, requestID: "r", method: "GET", path: "/users", status: 200, milliseconds: 2, tokenName: "ci-reader",
+            aborted: true, at: Self.time)
+        let general = Log.line(
+            .info, "request",
+            [
+                "request_id": "r", "method": "GET", "path": "/users", "status": "200", "duration_ms": "2.000",
+                "token_name": "ci-reader", "aborted": "true",
+            ],
+            at: Self.time)
+        #expect(String(decoding: access, as: UTF8.self) == String(decoding: general, as: UTF8.self))
+    }
+
     @Test func durationsHaveThreeDecimals() {
         func text(_ value: Double) -> String {
             var bytes: [UInt8] = []

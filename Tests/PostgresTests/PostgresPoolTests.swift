@@ -80,7 +80,6 @@ import Testing
         settings.reconnectMilliseconds = 60_000
         let pool = PostgresPool(settings)
         defer { pool.close() }
-        let started = Date()
         for _ in 0..<50 {
             await #expect {
                 try await pool.query(Self.pid, []) { $0.integer(0, 0) }
@@ -88,9 +87,8 @@ import Testing
                 (error as? PostgresError)?.isUnavailable == true
             }
         }
-        // One connect attempt (refused at once); the rest fail without trying.
+        // One connect attempt (refused at once); the other 49 failed without trying.
         #expect(pool.currentStatistics.connectFailures == 1)
-        #expect(Date().timeIntervalSince(started) < 5)
     }
 
     @Test func closedPoolRefusesWork() async throws {

@@ -12,12 +12,6 @@ import Testing
 @Suite struct CheckpointerTests {
     static let maximumCommits = 20_000
 
-    /// Pages in the WAL file on disk (it is reused from the start, not truncated).
-    static func walFilePages(_ path: String) -> Int {
-        let size = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
-        return size / 4096
-    }
-
     /// Descriptors of this process open on the database's files (other tests' databases
     /// live at other paths).
     static func descriptors(on path: String) -> Int {
@@ -48,8 +42,9 @@ import Testing
         #expect(statistics.backgroundPasses >= 1)
         #expect(statistics.writerPasses >= 1)
         #expect(statistics.walPages < Checkpointer.wakePages, "the WAL did not start over")
-        // The writer never had to checkpoint alone: the WAL never reached its limit.
-        #expect(Self.walFilePages(database.options.path) < Checkpointer.writerPages)
+        // (Whether the WAL also stayed below `writerPages` depends on how fast the
+        // checkpoint thread ran meanwhile, so it is not asserted: on a loaded machine the
+        // writer's own pass past that limit is the designed safety valve.)
         #expect(Self.descriptors(on: database.options.path) == descriptorsBefore)
         let rows = try await database.read { try $0.prepare("SELECT count(*) FROM blobs").firstInteger() }
         #expect(rows == Int64(commits))

@@ -25,43 +25,6 @@ import Testing
         #expect(mode == "wal")
     }
 
-    /// A group commit that runs again after a job failed half-way puts every job in a
-    /// savepoint (`DatabaseThread.runBatch`), whose sub-journal holds the original of
-    /// each page the job changes. It must stay in memory: by default SQLite spills
-    /// one over 64 KiB to a new file in /var/tmp, created and unlinked per transaction.
-    /// Here a savepoint rewrites about 80 KiB of existing pages (more than a job that
-    /// creates a user, about 50 KiB) on a writer-like connection (WAL, inside BEGIN
-    /// IMMEDIATE), and no such file is ever open. (Larger journals spill; see
-    /// `LargeMigrationTests`.)
-    @Test func savepointJournalsStayInMemory() throws {
-        let path = temporary.directory.appendingPathComponent("journal.sqlite3").path
-        let connection = try Connection(path: path)
-        try connection.enableWAL(synchronous: "NORMAL")
-        try connection.execute("CREATE TABLE ballast (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-        try connection.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80) INSERT INTO ballast (data) SELECT zeroblob(1000) FROM n"
-        )
-        try connection.execute("BEGIN IMMEDIATE")
-        try connection.execute("SAVEPOINT job")
-        try connection.execute("UPDATE ballast SET data = randomblob(1000)")
-        let spilled = Self.openTemporaryFiles()
-        try connection.execute("RELEASE job")
-        try connection.execute("COMMIT")
-        #expect(Connection.processSettingsApplied)
-        #expect(spilled.isEmpty, "sub-journal spilled to \(spilled)")
-        #expect(
-            try connection.prepare("SELECT count(*) FROM ballast WHERE data <> zeroblob(1000)").firstInteger() == 80)
-    }
-
-    /// The files this process holds open that SQLite made for temporary data.
-    static func openTemporaryFiles() -> [String] {
-        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        return descriptors.compactMap {
-            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")
-        }
-        .filter { $0.contains("etilqs") }
-    }
-
     @Test func createsAndReadsUsersByteForByte() async throws {
         let name = "  O'Brien \"quoted\" '); DROP TABLE users;-- 😀 שלום  "
         let created = try await store.createUser(name: name, email: "Ob@Example.com").user

@@ -1,6 +1,7 @@
 import Foundation
 import HTTP
 import JSON
+import SQLite
 import Store
 import StoreSQLite
 import Synchronization
@@ -233,5 +234,65 @@ final class Collector: BodyWriter {
         #expect(parsed["created_at"] == .string("2026-11-27T10:00:00.000Z"))
         #expect(parsed["updated_at"] == .string("2026-11-27T11:00:00.000Z"))
         #expect(String(decoding: writer.bytes, as: UTF8.self).hasSuffix(#","updated_at":"2026-11-27T11:00:00.000Z"}"#))
+    }
+}
+
+/// A full `GET /users` of a table too big for the list cache streams each row once:
+/// the pages read while finding out it is big are the start of the stream.
+@Suite struct FullListReadsEachRowOnceTests {
+    /// The real store, counting the pages read through it.
+    final class CountingStore: UserStore {
+        let base: SQLiteStore
+        let pages = Mutex<[Int64]>([])
+
+        init(base: SQLiteStore) { self.base = base }
+
+        func userSummaryPage(afterID: Int64, limit: Int) async throws -> UserSummaryPage {
+            pages.withLock { $0.append(afterID) }
+            return try await base.userSummaryPage(afterID: afterID, limit: limit)
+        }
+        func createUser(name: String, email: String) async throws -> CreatedUser {
+            try await base.createUser(name: name, email: email)
+        }
+        func user(id: Int64) async throws -> User? { try await base.user(id: id) }
+        func updateUser(id: Int64, name: String?, email: String?) async throws -> User? {
+            try await base.updateUser(id: id, name: name, email: email)
+        }
+        func deleteUser(id: Int64) async throws -> Bool { try await base.deleteUser(id: id) }
+        func ping() async throws { try await base.ping() }
+        var changeVersion: UInt64? { base.changeVersion }
+    }
+
+    @Test func sixThousandUsersTakeThirteenPageReads() async throws {
+        let temporary = try TemporaryDatabase(name: "usersd-list")
+        let base = try await temporary.migratedStore()
+        let count = UserListCache.maximumRows + 1000
+        try await temporary.database.write { connection in
+            try connection.execute(
+                """
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(count))
+                INSERT INTO users (name, email, email_key, created_at, updated_at)
+                SELECT 'u' || i, 'u' || i || '@x.io', 'u' || i || '@x.io', 't', 't' FROM n
+                """)
+        }
+        let store = CountingStore(base: base)
+        let responder = Application(store: store).makeRouter().buildResponder()
+        let response = await responder.respond(to: Request(method: "GET", path: "/users"))
+        guard case .stream(let produce) = response.body else {
+            Issue.record("a table this size is streamed")
+            return
+        }
+        let collector = Collector()
+        try await produce(collector)
+        guard case .array(let users) = try JSONParser.parse(collector.bytes.withLock { $0 }) else {
+            Issue.record("not a JSON array")
+            return
+        }
+        #expect(users.count == count)
+        #expect(users.last?["id"] == .number(Double(count), integer: Int64(count)))
+        // 12 full pages of 500 and the empty one that ends the table: each row read once.
+        let pages = store.pages.withLock { $0 }
+        #expect(pages.count == count / UserRoutes.pageSize + 1)
+        #expect(pages == (0...(count / UserRoutes.pageSize)).map { Int64($0 * UserRoutes.pageSize) })
     }
 }

@@ -45,6 +45,16 @@ import Testing
         #expect(UserValidation.trimmedLength("\u{3000}Zoë\u{3000}") == 3)
     }
 
+    /// `@` and `.` are found as scalars: a combining mark or an emoji modifier right
+    /// after one forms a single character with it, which must not hide it.
+    @Test func separatorsAreFoundThoughAMarkFollowsThem() {
+        #expect(UserValidation.isPlausibleEmail("0@0.\u{1F3FB}\u{DF}"))
+        #expect(UserValidation.isPlausibleEmail("a@\u{301}b.c"))
+        #expect(UserValidation.isPlausibleEmail("a\u{301}@b.c"))
+        #expect(!UserValidation.isPlausibleEmail("a@b.\u{301}" + "@c.d"))
+        #expect(!UserValidation.isPlausibleEmail("a@b\u{301}"))
+    }
+
     @Test func jsonContentTypes() {
         for accepted in [
             "application/json", "Application/JSON", "application/json; charset=utf-8", "application/problem+json",

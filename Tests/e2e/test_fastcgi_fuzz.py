@@ -21,7 +21,6 @@ import socket
 import struct
 import time
 
-import pytest
 import requests
 
 import fcgi_fuzz as fz

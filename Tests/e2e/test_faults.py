@@ -449,15 +449,7 @@ BIG = 20000
 @pytest.fixture(scope="module")
 def big():
     """20 000 users written behind a stopped service's back (as test_streaming does)."""
-    stack = harness.Stack()
-    try:
-        stack.start()
-        assert stack.service.stop() == 0
-        harness.seed_users(stack.service.db, BIG, tag="faults")
-        stack.service.start()
-    except BaseException:
-        stack.close()
-        raise
+    stack, _ = harness.seeded_stack(BIG, tag="faults")
     yield stack
     stack.close()
 

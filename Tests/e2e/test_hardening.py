@@ -9,17 +9,14 @@ import json
 import re
 import socket
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
 import fcgi_fuzz as fz
 import harness
 from apiclient import TIMEOUT, describe, expect_error, expect_json, post_json
-from conftest import unique_email
 
 OUTSIDER = "127.0.0.2"  # a loopback address that --metrics-allow 127.0.0.1/32 leaves out
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from apiclient import TIMEOUT, create_user, expect_error, expect_json
+from apiclient import TIMEOUT, expect_error, expect_json
 from conftest import unique_email
 
 CSI, RLO = "\u009b", "\u202e"

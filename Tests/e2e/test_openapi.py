@@ -8,8 +8,14 @@ stateful phases) and runs every check that applies:
     response_headers_conformance, response_schema_conformance,
     positive_data_acceptance, negative_data_rejection, missing_required_header,
     unsupported_method, allow_header_conformance, use_after_free,
-    ensure_resource_availability (ignored_auth / object_level_authorization have
-    nothing to test: the API has no authentication).
+    ensure_resource_availability, ignored_auth.
+
+It runs twice: against usersd without --auth-file (the document's security is
+optional, `{}`, so ignored_auth has nothing to test), and with a token file, sending
+an admin token with every request, on a copy of the document whose only change is
+that the bearer token is required: ignored_auth then sends each operation without
+a token and with a made-up one and expects 401 (object_level_authorization has
+nothing to test: tokens have scopes, not owners).
 
 The only check turned off anywhere is use_after_free for GET /tasks/{id}:
 DELETE /tasks/{id} cancels a task, it does not delete it, so the task is still
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -61,14 +68,28 @@ def ensure(module: str) -> None:
         pytest.fail(f"{module} is missing and `pip install {spec}` failed:\n{install.stderr[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def stack():
+@pytest.fixture(scope="module", params=["open", "tokens"])
+def stack(request):
     # Generated POST /tasks bodies enqueue up to an hour of sleep each: a queue limit
     # far above what the run can enqueue keeps "queue full" (a documented 503) from
     # hiding everything else.
-    stack = harness.Stack(args=["--task-queue-limit", "1000000"]).start()
+    args = ["--task-queue-limit", "1000000"]
+    workdir = harness.make_workdir()
+    token = None
+    if request.param == "tokens":
+        tokens = harness.Path(workdir) / "tokens"
+        made = subprocess.run(
+            [harness.usersd_bin(), "token", "add", "schemathesis", "--scope", "admin", "--auth-file", str(tokens)],
+            capture_output=True, text=True, env=harness.clean_env(), timeout=30,
+        )
+        assert made.returncode == 0, made
+        token = made.stdout.strip()
+        args += ["--auth-file", str(tokens)]
+    stack = harness.Stack(args=args, workdir=workdir).start()
+    stack.token = token
     yield stack
     stack.close()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_document_is_valid_openapi_31():
@@ -104,11 +125,22 @@ def test_schemathesis_finds_nothing(stack):
     config = stack.dir / "schemathesis.toml"
     config.write_text(CONFIG)
     report = stack.dir / "schemathesis-junit.xml"
+    document, auth = DOCUMENT, []
+    if stack.token:
+        import yaml
+
+        # The same document with the bearer token required (not optional).
+        required = yaml.safe_load(DOCUMENT.read_text())
+        assert required["security"] == [{"bearerAuth": []}, {}]
+        required["security"] = [{"bearerAuth": []}]
+        document = stack.dir / "openapi-token-required.yaml"
+        document.write_text(yaml.safe_dump(required, sort_keys=False, allow_unicode=True))
+        auth = ["--header", f"Authorization: Bearer {stack.token}"]
     command = [
         sys.executable, "-m", "schemathesis.cli",
         "--config-file", str(config),
         "--no-color",
-        "run", str(DOCUMENT),
+        "run", str(document), *auth,
         "--url", stack.url(""),
         "--max-examples", str(EXAMPLES),
         "--seed", str(SEED),
@@ -134,3 +166,9 @@ def test_schemathesis_finds_nothing(stack):
     expect_json(requests.get(stack.url("/healthz"), timeout=TIMEOUT), 200)
     log = stack.service.log_text()
     assert "unhandled error" not in log, [line for line in log.splitlines() if "unhandled error" in line][:5]
+    if stack.token:
+        # ignored_auth probed without a token and with a wrong one; the token itself
+        # never reached the log.
+        assert re.search(r"msg=request .* status=401 ", log), "no 401: ignored_auth did not probe"
+        assert "token_name=schemathesis" in log
+        assert stack.token not in log

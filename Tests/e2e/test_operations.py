@@ -50,17 +50,7 @@ def test_backup_while_serving_is_a_consistent_copy(make_stack, tmp_path):
 def seed_long_users(db, count: int, name_length: int) -> None:
     """Inserts `count` users with `name_length`-character names straight into a
     migrated database that no usersd is serving."""
-    stamp = "2024-01-02T03:04:05.000Z"
-    connection = sqlite3.connect(str(db))
-    try:
-        with connection:
-            connection.executemany(
-                "INSERT INTO users (name, email, email_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                ((f"{i:08d}" + "n" * name_length, f"long{i}@example.com", f"long{i}@example.com", stamp, stamp)
-                 for i in range(count)),
-            )
-    finally:
-        connection.close()
+    harness.seed_users(db, count, tag="long", name=lambda i: f"{i:08d}" + "n" * name_length)
 
 
 class PacedWriter(threading.Thread):

@@ -4,7 +4,6 @@ nothing else, no keepalive), and mounted under a prefix with --prefix."""
 import json
 
 import pytest
-import requests
 
 import harness
 from apiclient import TIMEOUT, check_common, describe, expect_error, expect_json, post_json, send_raw

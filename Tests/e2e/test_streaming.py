@@ -16,15 +16,7 @@ COUNT = 20000
 
 @pytest.fixture(scope="module")
 def big():
-    stack = harness.Stack()
-    try:
-        stack.start()
-        assert stack.service.stop() == 0  # the schema exists now
-        seeded = harness.seed_users(stack.service.db, COUNT, tag="big")
-        stack.service.start()
-    except BaseException:
-        stack.close()
-        raise
+    stack, seeded = harness.seeded_stack(COUNT, tag="big")
     yield stack, seeded
     stack.close()
 
@@ -91,15 +83,7 @@ HUGE = 100_000
 def huge():
     """100,000 users behind the shipped site; usersd serves at most 16 connections
     and drops a connection whose writes stall for 2 s."""
-    stack = harness.Stack(args=["--max-connections", "16", "--write-timeout", "2"])
-    try:
-        stack.start()
-        assert stack.service.stop() == 0
-        harness.seed_users(stack.service.db, HUGE, tag="huge")
-        stack.service.start()
-    except BaseException:
-        stack.close()
-        raise
+    stack, _ = harness.seeded_stack(HUGE, tag="huge", args=["--max-connections", "16", "--write-timeout", "2"])
     yield stack
     stack.close()
 

@@ -43,7 +43,7 @@ SERVICE = parse_unit(SERVICE_FILE)["Service"]
 SOCKET = parse_unit(SOCKET_FILE)["Socket"]
 INSTALLED_BINARY = "/usr/bin/usersd"
 ENV_FILE = "/etc/default/usersd"
-SANDBOX = Path(__file__).with_name("unitsandbox.py")
+SANDBOX = Path(__file__).parent / "support" / "unitsandbox.py"
 NOBODY = 65534
 
 

@@ -507,11 +507,24 @@ http {{
 
 
 class Stack:
-    """usersd + nginx in one temporary directory; `url(path)` goes through nginx."""
+    """usersd + nginx in one temporary directory; `url(path)` goes through nginx.
+
+    USERSD_E2E_FRONT=apache|lighttpd|caddy|h2o puts a shipped-site stack (the `api`
+    fixture's) behind that server's site in docs/web-servers/ instead (see
+    support/webservers.py); `nginx` is then that server."""
 
     def __init__(self, mode="socket", nginx_kind="shipped", locations=("/",), args=(), env=None, workdir=None):
         self.owns_dir = workdir is None
         self.dir = Path(workdir or make_workdir())
+        front = os.environ.get("USERSD_E2E_FRONT", "")
+        if front and front != "nginx" and mode == "socket" and nginx_kind == "shipped":
+            import webservers
+
+            webservers.prepare_workdir(self.dir)
+            self.service = Service(self.dir, mode=mode, args=[*webservers.SOCKET_ARGS, *args], env=env)
+            self.nginx = webservers.make_server(front, self.dir, self.service.socket)
+            self.service.nginx = self.nginx
+            return
         self.service = Service(self.dir, mode=mode, args=args, env=env)
         upstream = f"127.0.0.1:{self.service.tcp_port}" if mode == "tcp" else None
         self.nginx = Nginx(self.dir, self.service.socket, kind=nginx_kind, locations=locations, upstream=upstream)
@@ -544,20 +557,27 @@ def parse_json(response) -> object:
         raise AssertionError(f"{response.status_code} body is not JSON: {response.content[:300]!r}")
 
 
-def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
+def seed_users(db, count: int, tag: str = "seed", name=None) -> list[dict]:
     """Inserts `count` users straight into a stopped service's (migrated) database;
-    returns them as {"name", "email"} in insertion order. Each `email_key` is the
-    service's (Sources/Store/EmailKey.swift): NFC, full case folding, NFC."""
+    returns them as {"name", "email"} in insertion order. `name(i)` makes the i-th
+    name (default `"{tag} user {i} ✓"`). Each `email_key` is the service's
+    (Sources/Store/EmailKey.swift): NFC, full case folding, NFC."""
     import sqlite3
     import unicodedata
 
     def email_key(email: str) -> str:
         return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email).casefold())
 
-    rows = [(f"{tag} user {i} ✓", f"{tag}{i}@example.com") for i in range(count)]
+    rows = [((name(i) if name else f"{tag} user {i} ✓"), f"{tag}{i}@example.com") for i in range(count)]
     stamp = "2024-01-02T03:04:05.000Z"
     if is_postgres(db):
-        lines = "".join(f"{name}\t{email}\t{email_key(email)}\t{stamp}\t{stamp}\n" for name, email in rows)
+        def copy_text(value: str) -> str:  # COPY's text format escapes
+            return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+        lines = "".join(
+            "\t".join(copy_text(value) for value in (user, email, email_key(email), stamp, stamp)) + "\n"
+            for user, email in rows
+        )
         psql(db, "COPY users (name, email, email_key, created_at, updated_at) FROM STDIN", stdin=lines)
         return [{"name": name, "email": email} for name, email in rows]
     connection = sqlite3.connect(str(db))
@@ -570,6 +590,22 @@ def seed_users(db, count: int, tag: str = "seed") -> list[dict]:
     finally:
         connection.close()
     return [{"name": name, "email": email} for name, email in rows]
+
+
+def seeded_stack(count: int, tag: str, **kwargs) -> tuple["Stack", list[dict]]:
+    """A started Stack (kwargs as for Stack) whose database holds `count` users written
+    behind its back: started once for the schema, stopped, seeded, started again.
+    Returns the stack and the users seeded (see seed_users)."""
+    stack = Stack(**kwargs)
+    try:
+        stack.start()
+        assert stack.service.stop() == 0
+        seeded = seed_users(stack.service.db, count, tag=tag)
+        stack.service.start()
+    except BaseException:
+        stack.close()
+        raise
+    return stack, seeded
 
 
 def thread_policies(pid: int) -> dict[str, set[int]]:
