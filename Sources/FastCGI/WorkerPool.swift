@@ -181,25 +181,43 @@ final class WorkerPool: Sendable {
     /// a larger one from hanging.
     ///
     /// The watcher blocks until the pool reaches the cap, then until a connection
-    /// waits in the backlog (`poll` on the listening socket), then until a worker's
-    /// connection changes state or the idle time of 1 is reached; its poll's timeout
-    /// only notices that the pool left the cap.
+    /// waits in the backlog (`poll` on the listening socket) and still waits, with the
+    /// pool still at its cap, `patienceNanoseconds` later: a connection seen in the
+    /// backlog may be the one a worker is about to accept (then no other waits, and
+    /// ending a connection would cut the one just accepted). Then it picks, and waits
+    /// until a worker's connection changes state or the idle time of 1 is reached. Its
+    /// poll's timeout only notices that the pool left the cap.
     private func watchCap() {
         while true {
             capReached.wait()
+            var waitingSince: UInt64?
             while true {
                 let (atCap, draining) = state.withLock { ($0.isAtCap(maxThreads), $0.isDraining) }
                 if draining { return }
                 guard atCap else { break }
                 var waiting = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&waiting, 1, 250) > 0, waiting.revents & Int16(POLLIN) != 0 else { continue }
+                guard poll(&waiting, 1, 250) > 0, waiting.revents & Int16(POLLIN) != 0 else {
+                    waitingSince = nil
+                    continue
+                }
+                let now = MonotonicClock.nanoseconds()
+                let since = waitingSince ?? now
+                waitingSince = since
                 // Armed before looking, so a connection that changes after the look
                 // wakes the wait.
                 idleWatch.arm()
+                if now &- since < Self.patienceNanoseconds {
+                    idleWatch.waitForChange(timeoutNanoseconds: Self.patienceNanoseconds - (now &- since))
+                    continue
+                }
                 idleWatch.waitForChange(timeoutNanoseconds: pickConnectionToEnd())
             }
         }
     }
+
+    /// How long a connection must keep waiting in the backlog, the pool at its cap,
+    /// before a connection is ended for it (see `watchCap`).
+    static let patienceNanoseconds: UInt64 = 50_000_000
 
     /// Picks a connection to end, or shuts down a marked one idle too long (see
     /// `watchCap`); returns how long to wait at most before looking again.
