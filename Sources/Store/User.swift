@@ -51,4 +51,7 @@ public enum StoreError: Error, Sendable, Equatable {
     /// The database cannot take the operation right now (locked, disk full,
     /// read-only, unreachable); the message says which. Maps to 503.
     case unavailable(String)
+    /// A value this backend cannot store as given (PostgreSQL text cannot hold U+0000);
+    /// nothing was written. Maps to 422 naming the field.
+    case unstorable(field: String, message: String)
 }

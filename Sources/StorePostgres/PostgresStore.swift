@@ -78,7 +78,17 @@ public final class PostgresStore: StoreBackend, SharedTaskQueue {
         SELECT u.id, t.id FROM u, t
         """)
 
+    /// PostgreSQL text cannot hold U+0000 (a C string ends there): such a value is
+    /// refused, never cut short.
+    static func refuseNUL(_ values: (field: String, value: String?)...) throws {
+        for (field, value) in values where value?.utf8.contains(0) == true {
+            throw StoreError.unstorable(
+                field: field, message: "\(field) must not contain U+0000 (NUL) on this database")
+        }
+    }
+
     public func createUser(name: String, email: String) async throws -> CreatedUser {
+        try Self.refuseNUL(("name", name), ("email", email))
         let stamp = UTCTimestamp.now()
         let parameters = [
             name, email, EmailKey.of(email), stamp, String(settings.welcomeMaxAttempts), String(now()),
@@ -139,6 +149,7 @@ public final class PostgresStore: StoreBackend, SharedTaskQueue {
         """)
 
     public func updateUser(id: Int64, name: String?, email: String?) async throws -> User? {
+        try Self.refuseNUL(("name", name), ("email", email))
         let parameters = [UTCTimestamp.now(), name, email, email.map(EmailKey.of), String(id)]
         return try await mapErrors {
             try await pool.query(Self.updateUser, parameters) { rows in rows.count == 1 ? Self.user(rows) : nil }

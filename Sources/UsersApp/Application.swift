@@ -86,6 +86,8 @@ public struct Application: Sendable {
             return HTTPError(
                 .serviceUnavailable, "Task queue is full, try again later", headers: [.init("Retry-After", "5")]
             ).response
+        case StoreError.unstorable(let field, let message):
+            return HTTPError.invalid(field, message).response
         case StoreError.unavailable(let message):
             Log.warning("database unavailable", ["request_id": request.requestID, "error": message])
             return HTTPError(.serviceUnavailable, message, headers: [.init("Retry-After", "1")]).response

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+import harness
+
 from apiclient import TIMEOUT, check_common, create_user, describe, expect_error, expect_json, post_json, send_raw
 from conftest import unique_email
 
@@ -289,3 +291,16 @@ def test_body_just_under_limit_is_not_413(api, http):
     assert len(body) == 1024 * 1024
     user = expect_json(send_raw(http, "POST", api.url("/users"), body), 201)["user"]
     assert user["email"] == email
+
+
+def test_a_nul_in_a_name_is_stored_or_refused_never_cut(api, http):
+    """U+0000 in a name: SQLite stores it as given; PostgreSQL text cannot hold it, so
+    there it is a 422 naming the field (never a 500, never a name cut short)."""
+    name = "before\u0000after"
+    response = post_json(http, api.url("/users"), {"name": name, "email": unique_email("nul")})
+    if harness.BACKEND == "postgres":
+        expect_error(response, 422, field="name")
+    else:
+        user = expect_json(response, 201)["user"]
+        assert user["name"] == name
+        assert expect_json(http.get(api.url(f"/users/{user['id']}"), timeout=TIMEOUT), 200)["name"] == name
