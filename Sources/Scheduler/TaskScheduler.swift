@@ -46,16 +46,16 @@ public actor TaskScheduler {
     public nonisolated let configuration: Configuration
     nonisolated let wake = WakeSignal()
     var phase = Phase.idle
-    private var running: [Int64: Task<Void, Never>] = [:]
+    var running: [Int64: Task<Void, Never>] = [:]
     /// Launched attempts a client asked to cancel: their failure is stored as `cancelled`.
     /// An id stays until its attempt's `finish` is done, whatever the attempt's outcome.
-    private var cancelRequested: Set<Int64> = []
+    var cancelRequested: Set<Int64> = []
     /// Cancels waiting for the claim in flight to launch their task, by id and how many.
     /// `launch` cancels such a task at once; each cancel removes its own count.
-    private var awaitingLaunch: [Int64: Int] = [:]
+    var awaitingLaunch: [Int64: Int] = [:]
     /// Set while a claim transaction is in flight (it may have committed tasks as
     /// `running` that are not launched yet): the cancels waiting for it to end.
-    private var claimWaiters: [CheckedContinuation<Void, Never>]?
+    var claimWaiters: [CheckedContinuation<Void, Never>]?
     /// Launched attempts stopped by shutdown: their failure puts them back in the queue.
     private var stoppedByShutdown: Set<Int64> = []
     private var loop: Task<Void, Never>?
@@ -316,55 +316,6 @@ public actor TaskScheduler {
         if let payload = error as? TaskPayloadError { return "\(payload.field): \(payload.message)" }
         if error is CancellationError { return "cancelled" }
         return "\(error)"
-    }
-
-    // MARK: - Cancel
-
-    /// Cancels a task and answers its state once the cancel has settled: a queued task
-    /// is cancelled at once; a running one by cancelling its Swift task and waiting
-    /// until that attempt finished. The answer is read from the database afterwards, so
-    /// an attempt that ended meanwhile is `alreadyFinished` with its real state.
-    ///
-    /// The actor is reentrant: every `await` here lets attempts finish and claims launch,
-    /// so the state is read again after each one. A task the database shows `running`
-    /// with no Swift task here is either just claimed (the claim in flight launches it
-    /// soon: wait for that, `launch` cancels it at once) or already finished (read the
-    /// row again). A finished attempt that was retried is queued again: cancel that.
-    /// This loops at most once per attempt of the task. `running` comes back only when
-    /// no Swift task here runs the row (its outcome could not be stored; the next start
-    /// recovers it). Nothing is kept for the task once this returns, except while the
-    /// attempt it stopped is still storing its end.
-    public func cancel(id: Int64) async throws -> CancelOutcome {
-        while true {
-            let outcome = try await store.cancel(id: id)
-            guard case .running = outcome else {
-                if case .cancelled = outcome {
-                    emit(.finished(id, .cancelled))
-                    wake.signal()
-                }
-                return outcome
-            }
-            if running[id] == nil, claimWaiters != nil {
-                awaitingLaunch[id, default: 0] += 1
-                await withCheckedContinuation { continuation in
-                    if claimWaiters == nil { continuation.resume() } else { claimWaiters?.append(continuation) }
-                }
-                let waiting = awaitingLaunch[id, default: 1] - 1
-                awaitingLaunch[id] = waiting > 0 ? waiting : nil
-            }
-            if let handle = running[id] {
-                cancelRequested.insert(id)
-                handle.cancel()
-                await handle.value
-            }
-            guard let after = try await store.task(id: id) else { return .notFound }
-            switch after.state {
-            case .cancelled: return .cancelled(after)
-            case .succeeded, .failed: return .alreadyFinished(after)
-            case .running: return .running(after)
-            case .queued: continue
-            }
-        }
     }
 
     // MARK: - Shutdown
