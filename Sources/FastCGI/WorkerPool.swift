@@ -232,12 +232,12 @@ final class WorkerPool: Sendable {
             guard let (_, idleFor) = idle.first(where: { $0.0 === marked }) else { return threshold }
             if idleFor >= threshold {
                 // Shut it if its web server allows, else its next response ends it.
-                _ = marked.freeIfIdle(force: true)
+                _ = marked.freeIfIdle(force: true, now: now)
                 return threshold
             }
             return threshold - min(idleFor, threshold - 1)
         }
-        if idle.contains(where: { $0.1 >= threshold && $0.0.freeIfIdle(force: false) }) { return threshold }
+        if idle.contains(where: { $0.1 >= threshold && $0.0.freeIfIdle(force: false, now: now) }) { return threshold }
         // An answering connection first, then the one idle the shortest time.
         _ =
             workers.contains { $0.keptIdleSince == nil && $0.markLast() }

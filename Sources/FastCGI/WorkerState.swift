@@ -53,6 +53,10 @@ final class WorkerState: Sendable {
     /// likely to carry a request at the moment it is closed (which would lose it).
     static let drainIdleNanoseconds: UInt64 = 250_000_000
 
+    /// Behind nginx, a kept connection idle this long may be shut to make room (see
+    /// `freeIfIdle`).
+    static let nginxIdleNanoseconds: UInt64 = 2_000_000_000
+
     private let state = Mutex(State())
     private let idleWatch: IdleWatch?
 
@@ -92,16 +96,19 @@ final class WorkerState: Sendable {
     /// `false` when it is not idle any more (or marked already, unless `force`). Like
     /// draining, it never closes the descriptor: libfcgi does, once its read returns.
     ///
-    /// Never behind nginx: it takes a connection from its keep-alive cache and writes
-    /// the next request at once, so one shut at that moment loses the request (nginx
-    /// never retries a POST). nginx holds few idle connections (its `keepalive`, which
-    /// the sizing rule keeps below `--max-connections`) and closes the others itself;
-    /// its connections are ended by `markLast` instead, at the end of their next
-    /// response, which is safe. Apache httpd checks a kept connection before reusing
-    /// it, and other web servers open one per request.
-    func freeIfIdle(force: Bool) -> Bool {
+    /// Behind nginx only once idle for `nginxIdleNanoseconds`: nginx takes a
+    /// connection from its keep-alive cache and writes the next request at once, so
+    /// one shut at that moment loses the request (nginx never retries a POST). nginx
+    /// reuses its most recently used connections first, so one idle that long is
+    /// picked only when nginx is nearly idle too; before that, `markLast` ends it at
+    /// the end of its next response, which is safe. nginx holds few idle connections
+    /// (its `keepalive`, which the sizing rule keeps below `--max-connections`), so
+    /// this happens only when a site exceeds that rule. Apache httpd checks a kept
+    /// connection before reusing it, and other web servers open one per request.
+    func freeIfIdle(force: Bool, now: UInt64) -> Bool {
         state.withLock { state in
-            guard case .idle(let fd, _, kept: true) = state.phase, state.idleMayBeShut, force || !state.isFreed
+            guard case .idle(let fd, let since, kept: true) = state.phase, force || !state.isFreed,
+                state.idleMayBeShut || now &- since >= Self.nginxIdleNanoseconds
             else { return false }
             // Both ways, unlike draining: the web server sees the connection end at
             // once (a hang-up), before its next request could pick it, and opens a
