@@ -77,6 +77,7 @@ enum ParamsGuard {
                 // watch began are seen by that peek, later ones wake the wait.
                 guard let started = ArrivalWatch(fd: fd) else { return .reject }
                 watch = started
+                hungUp = started.hungUpBeforeWatching
                 deadline = MonotonicClock.seconds() + deadlineSeconds
                 continue
             }
@@ -218,16 +219,24 @@ enum ParamsGuard {
 /// cannot wait for *more* bytes. An edge-triggered epoll watch can: each arrival (and
 /// a hang-up, or draining's `shutdown(SHUT_RD)`) queues one event, for unix and TCP
 /// sockets alike. The event that registration queues for the bytes already there is
-/// dropped at once, so the first wait is for new bytes only.
+/// taken at once, so the first wait is for new bytes only; a hang-up it reports came
+/// before the watch began and no later event will tell of it (`hungUpBeforeWatching`).
 struct ArrivalWatch {
     enum Event { case arrived, hungUp, deadline }
 
     private let epoll: Int32
+    let hungUpBeforeWatching: Bool
 
     init?(fd: Int32) {
         epoll = usersd_watch_arrivals(fd)
         guard epoll >= 0 else { return nil }
-        _ = usersd_wait_arrival(epoll, 0)
+        let events = usersd_wait_arrival(epoll, 0)
+        hungUpBeforeWatching = events > 0 && Self.isHangUp(events)
+    }
+
+    private static func isHangUp(_ events: Int32) -> Bool {
+        let hangUp = UInt32(EPOLLRDHUP.rawValue) | UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLERR.rawValue)
+        return UInt32(bitPattern: events) & hangUp != 0
     }
 
     /// Waits for the next arrival, up to `deadline` (monotonic seconds).
@@ -241,8 +250,7 @@ struct ArrivalWatch {
                 return .hungUp
             }
             if events == 0 { continue }  // the timeout: `remaining` ends the loop
-            let hangUp = UInt32(EPOLLRDHUP.rawValue) | UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLERR.rawValue)
-            return UInt32(bitPattern: events) & hangUp != 0 ? .hungUp : .arrived
+            return Self.isHangUp(events) ? .hungUp : .arrived
         }
     }
 

@@ -378,6 +378,18 @@ import Testing
         #expect(ParamsGuard.check(fd: waiting, buffer: &buffer, deadlineSeconds: 0.2) == .reject)
     }
 
+    /// A peer that sent half a request and closed before the check began: the hang-up
+    /// is already there when the watch starts, and ends the check at once.
+    @Test func aPartialRequestWhosePeerAlreadyClosedEndsAtOnce() {
+        let partial = begin + record(4, id: 7, pair("REQUEST_METHOD", "GET"))
+        let (nginx, usersd) = socketPair()
+        defer { close(usersd) }
+        send(partial, to: nginx)
+        close(nginx)
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        #expect(ParamsGuard.check(fd: usersd, buffer: &buffer, deadlineSeconds: 30) == .closed)
+    }
+
     @Test func malformedRecordsAreInvalid() {
         #expect(ParamsGuard.inspect([2, 1, 0, 1, 0, 0, 0, 0][...]) == .invalid)  // version 2
         #expect(ParamsGuard.inspect([1, 42, 0, 1, 0, 0, 0, 0][...]) == .invalid)  // type 42
