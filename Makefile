@@ -23,7 +23,7 @@ test:
 ## files below; the FastCGI fuzzing, SQLite fault, backup, systemd and packaging files
 ## test what does not depend on the backend or only exists on SQLite)
 PG_E2E := test_routes test_create test_tasks test_email_key test_streaming test_concurrency test_tutorial \
-	test_stock_nginx test_keepalive test_log_escaping test_tcp_listen test_openapi test_cli test_hardening test_lifecycle
+	test_stock_nginx test_keepalive test_log_escaping test_tcp_listen test_openapi test_cli test_hardening test_lifecycle test_auth
 e2e-postgres:
 	USERSD_TEST_BACKEND=postgres USERSD_BIN=$$(swift build --show-bin-path)/usersd \
 		python3 -m pytest -q $(addprefix Tests/e2e/,$(addsuffix .py,$(PG_E2E)))

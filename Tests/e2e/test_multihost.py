@@ -12,7 +12,9 @@ cluster site (nginx/usersd-cluster.conf) where the test needs it.
 - zombie host: a host cut off for longer than the lease (its own network namespace)
   finds its tasks rescued, and its late completions change nothing;
 - database restart under load: JSON 503 + Retry-After while it is down, service back
-  within 2 s of the database, no acknowledged write lost, no usersd restart.
+  within 2 s of the database, no acknowledged write lost, no usersd restart;
+- access control: one token file on every host, the same answers from each, and a
+  revoked token refused by each after its SIGHUP.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -439,3 +442,49 @@ def test_a_database_restart_under_load_answers_503_then_recovers_within_2s_witho
         assert host.fcgi("GET", "/healthz")[0] == 200
     print(f"database restart: {len(acknowledged)} users acknowledged and stored, {len(failed)} answered 503, "
           f"service back {first_after - up_at:.2f} s after the database")
+
+
+# --------------------------------------------------------------------------- access control
+
+
+def test_one_token_file_gives_the_same_answers_on_every_host(cluster, hosts_on, workdir):
+    tokens_path = workdir / "tokens"
+
+    def token_command(*args) -> str:
+        result = subprocess.run([harness.usersd_bin(), "token", *args, "--auth-file", str(tokens_path)],
+                                capture_output=True, text=True, timeout=30, env=harness.clean_env())
+        assert result.returncode == 0, result
+        return result.stdout.strip()
+
+    writer, reader = token_command("add", "writer", "--scope", "write"), token_command("add", "reader", "--scope", "read")
+    hosts = hosts_on(cluster.new_database("auth"))
+    three = [hosts.add(f"host{i}", args=["--auth-file", str(tokens_path)]) for i in range(3)]
+
+    def bearer(token: str) -> dict:
+        return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+    status, body = three[0].fcgi("POST", "/users", {"name": "a", "email": email("auth")}, params=bearer(writer))
+    assert status == 201, body
+    user_id = body["user"]["id"]
+    status, body = three[1].fcgi("POST", "/tasks", {"kind": "sleep", "seconds": 0.1}, params=bearer(writer))
+    assert status == 202, body
+    task_id = body["task"]["id"]
+    for host in three:
+        assert host.fcgi("GET", f"/users/{user_id}")[0] == 401
+        assert host.fcgi("GET", f"/users/{user_id}", params=bearer(reader + "x"))[0] == 401
+        status, body = host.fcgi("GET", f"/users/{user_id}", params=bearer(reader))
+        assert (status, body["id"]) == (200, user_id), body
+        assert host.fcgi("GET", f"/tasks/{task_id}", params=bearer(reader))[0] == 200
+        status, body = host.fcgi("POST", "/users", {"name": "b", "email": email("auth")}, params=bearer(reader))
+        assert status == 403 and body["scope"] == "write", body
+
+    token_command("revoke", "reader")
+    for host in three:
+        host.send_signal(signal.SIGHUP)
+    for host in three:
+        wait_until(lambda: "reloaded the token file (SIGHUP)" in host.log_text(), 10, f"{host.name} reloads")
+        assert host.fcgi("GET", f"/users/{user_id}", params=bearer(reader))[0] == 401
+        assert host.fcgi("GET", f"/users/{user_id}", params=bearer(writer))[0] == 200
+        wait_until(lambda: "token_name=writer" in host.log_text(), 10, f"{host.name} logs the token's name")
+        log = host.log_text()
+        assert writer not in log and reader not in log

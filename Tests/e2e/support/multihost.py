@@ -42,8 +42,9 @@ class Host(harness.Service):
     def endpoint(self) -> str:
         return f"{self.address}:{self.tcp_port}"
 
-    def fcgi(self, method: str, uri: str, body=None, timeout: float = 30.0):
-        """One request straight to this host on a kept connection: (status, json)."""
+    def fcgi(self, method: str, uri: str, body=None, timeout: float = 30.0, params: dict | None = None):
+        """One request straight to this host on a kept connection: (status, json).
+        `params` adds FastCGI params (e.g. HTTP_AUTHORIZATION)."""
         data = json.dumps(body).encode() if body is not None else b""
         for attempt in range(2):
             if self._socket is None:
@@ -51,7 +52,7 @@ class Host(harness.Service):
             try:
                 self._socket.settimeout(timeout)
                 status, _, payload = harness.fastcgi_request(
-                    self._socket, method, uri, data, "application/json" if data else "")
+                    self._socket, method, uri, data, "application/json" if data else "", params=params)
                 return status, (json.loads(payload) if payload else None)
             except (OSError, ConnectionError):
                 self._socket.close()
