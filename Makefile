@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: run test lint unit e2e e2e-postgres cluster build release bench soak deb clean
+.PHONY: run test lint unit e2e e2e-postgres cluster build release bench bench-peers soak deb clean
 
 ## run: install what is missing, build, serve on http://127.0.0.1:8080 (Ctrl-C stops)
 run:
@@ -55,6 +55,11 @@ release:
 bench:
 	scripts/deps.sh bench
 	bench/run.sh
+
+## bench-peers: usersd beside PHP-FPM + PDO SQLite and Go net/http/fcgi + SQLite (~4 min; ../shared/bench)
+bench-peers:
+	scripts/deps.sh bench
+	bench/peers.sh
 
 ## soak: mixed read/write/task load through nginx for DURATION seconds (default 60)
 DURATION ?= 60

@@ -36,7 +36,7 @@ if [[ "$mode" == deb ]]; then
   packages+=(dpkg-dev)
 fi
 if [[ "$mode" == bench ]]; then
-  packages+=(wrk php8.2-fpm php8.2-sqlite3)
+  packages+=(wrk php8.2-fpm php8.2-sqlite3 golang-go golang-github-mattn-go-sqlite3-dev)
 fi
 
 missing=()

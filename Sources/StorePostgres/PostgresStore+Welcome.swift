@@ -81,13 +81,14 @@ extension PostgresStore {
 
     /// A batch smaller than this waits `welcomeGatherMilliseconds` before it is sent.
     static let welcomeGatherBelow = 32
-    static let welcomeGatherMilliseconds = 3
+    static let welcomeGatherMilliseconds = 10
 
     /// Under a stream of new users the scheduler hands over a handful of ids per pass;
     /// each batch is a transaction with its own commit (and flush), so many small ones
-    /// cost PostgreSQL more than the inserts they follow, and every host adds its own. A
-    /// small batch therefore waits a few milliseconds first (nobody waits for a welcome):
-    /// the ids noted meanwhile go in the next, fuller batch.
+    /// cost PostgreSQL more than the inserts they follow, and every host adds its own
+    /// (N hosts share the stream, so each sees 1/N of it). A small batch therefore waits
+    /// first (nobody waits for a welcome): the ids noted meanwhile go in the next, fuller
+    /// batch, so one host runs at most one small batch per wait.
     public func runQueuedWelcomes(ids: [Int64], now: Int64) async throws -> [Int64] {
         if ids.count < Self.welcomeGatherBelow {
             try? await Task.sleep(for: .milliseconds(Self.welcomeGatherMilliseconds))
