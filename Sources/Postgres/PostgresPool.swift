@@ -69,10 +69,10 @@ public final class PostgresPool: Sendable {
     }
 
     public let settings: Settings
-    private let state = Mutex(State())
+    private let state = SleepingMutex(State())
     private let wakeup = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
-    let statistics = Mutex(PoolStatistics())
+    let statistics = SleepingMutex(PoolStatistics())
 
     /// Starts the threads; connections are made on first use.
     public init(_ settings: Settings) {
