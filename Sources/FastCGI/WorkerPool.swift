@@ -182,7 +182,8 @@ final class WorkerPool: Sendable {
     ///
     /// The watcher blocks until the pool reaches the cap, then until a connection
     /// waits in the backlog (`poll` on the listening socket) and still waits, with the
-    /// pool still at its cap, `patienceNanoseconds` later: a connection seen in the
+    /// pool still at its cap and no connection accepted meanwhile,
+    /// `patienceNanoseconds` later: a connection seen in the
     /// backlog may be the one a worker is about to accept (then no other waits, and
     /// ending a connection would cut the one just accepted). Then it picks, and waits
     /// until a worker's connection changes state or the idle time of 1 is reached. Its
@@ -190,9 +191,11 @@ final class WorkerPool: Sendable {
     private func watchCap() {
         while true {
             capReached.wait()
-            var waitingSince: UInt64?
+            var waitingSince: (at: UInt64, accepted: Int)?
             while true {
-                let (atCap, draining) = state.withLock { ($0.isAtCap(maxThreads), $0.isDraining) }
+                let (atCap, draining, accepted) = state.withLock {
+                    ($0.isAtCap(maxThreads), $0.isDraining, $0.accepted)
+                }
                 if draining { return }
                 guard atCap else { break }
                 var waiting = pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0)
@@ -201,8 +204,12 @@ final class WorkerPool: Sendable {
                     continue
                 }
                 let now = MonotonicClock.nanoseconds()
-                let since = waitingSince ?? now
-                waitingSince = since
+                // The backlog is first in, first out: while no connection was accepted,
+                // the one seen waiting then is the one waiting now. After an accept, the
+                // one waiting now may have just arrived (one worker taking connection
+                // after connection), so its wait starts now.
+                if waitingSince?.accepted != accepted { waitingSince = (now, accepted) }
+                let since = waitingSince?.at ?? now
                 // Armed before looking, so a connection that changes after the look
                 // wakes the wait.
                 idleWatch.arm()
