@@ -10,7 +10,6 @@ made by `usersd token add`, as an operator would.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -197,7 +196,7 @@ def test_a_token_a_character_off_or_in_another_case_is_refused(auth, http):
 
 def test_other_schemes_and_malformed_headers_are_401(auth, http):
     token = auth.tokens["admin"]
-    for value in [f"Basic {token}", token, f"Bearer", f"Bearer{token}", f"Token {token}"]:
+    for value in [f"Basic {token}", token, "Bearer", f"Bearer{token}", f"Token {token}"]:
         response = http.get(auth.url("/users"), headers={"Authorization": value}, timeout=TIMEOUT)
         expect_error(response, 401)
         assert response.headers["WWW-Authenticate"].startswith(REALM)

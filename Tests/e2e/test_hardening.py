@@ -16,35 +16,9 @@ import pytest
 
 import fcgi_fuzz as fz
 import harness
-from apiclient import TIMEOUT, describe, expect_error, expect_json, post_json
+from apiclient import TIMEOUT, describe, expect_error, expect_json, post_json, raw_http
 
 OUTSIDER = "127.0.0.2"  # a loopback address that --metrics-allow 127.0.0.1/32 leaves out
-
-
-def http_from(source: str, port: int, method: str, target: str) -> tuple[int, dict, bytes]:
-    """One HTTP/1.1 request to nginx on 127.0.0.1:port from the source address
-    `source`, with the request target sent exactly as given (no normalisation)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(TIMEOUT)
-        sock.bind((source, 0))
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    if headers.get("transfer-encoding") == "chunked":
-        decoded, rest = b"", body
-        while rest:
-            size, _, rest = rest.partition(b"\r\n")
-            n = int(size, 16)
-            if n == 0:
-                break
-            decoded, rest = decoded + rest[:n], rest[n + 2 :]
-        body = decoded
-    return int(lines[0].split()[1]), headers, body
 
 
 def expect_forbidden(status: int, headers: dict, body: bytes, what: str) -> None:
@@ -62,16 +36,16 @@ def test_metrics_answer_only_allowed_addresses_whatever_the_spelling(make_stack)
     stack = make_stack(nginx_kind="stock", args=["--metrics-allow", "127.0.0.1/32"]).start()
     port = stack.nginx.port
     for target in SPELLINGS:
-        expect_forbidden(*http_from(OUTSIDER, port, "GET", target), what=target)
-        assert http_from(OUTSIDER, port, "HEAD", target)[0] == 403, f"HEAD {target}"
-    status, _, _ = http_from(OUTSIDER, port, "GET", "/METRICS")
+        expect_forbidden(*raw_http(port, "GET", target, source=OUTSIDER), what=target)
+        assert raw_http(port, "HEAD", target, source=OUTSIDER)[0] == 403, f"HEAD {target}"
+    status, _, _ = raw_http(port, "GET", "/METRICS", source=OUTSIDER)
     assert status == 404  # paths are case-sensitive: not the metrics route
     for target in ("/metrics", "/metrics/", "//metrics"):
-        status, headers, body = http_from("127.0.0.1", port, "GET", target)
+        status, headers, body = raw_http(port, "GET", target)
         assert status == 200 and headers["content-type"].startswith("text/plain"), (target, status, body[:200])
         assert b"usersd_requests_total" in body
     # The refusals were answered and counted like any request.
-    _, _, body = http_from("127.0.0.1", port, "GET", "/metrics")
+    _, _, body = raw_http(port, "GET", "/metrics")
     assert re.search(rb'usersd_requests_total\{method="GET",route="/metrics",status="403"\} (\d+)', body), body[:3000]
 
 
@@ -80,8 +54,8 @@ def test_metrics_under_a_mount_prefix_are_guarded_too(make_stack):
                        args=["--prefix", "/api", "--metrics-allow", "127.0.0.1/32"]).start()
     port = stack.nginx.port
     for target in ("/api/metrics", "/api/metrics/", "/api//metrics"):
-        expect_forbidden(*http_from(OUTSIDER, port, "GET", target), what=target)
-    assert http_from("127.0.0.1", port, "GET", "/api/metrics")[0] == 200
+        expect_forbidden(*raw_http(port, "GET", target, source=OUTSIDER), what=target)
+    assert raw_http(port, "GET", "/api/metrics")[0] == 200
 
 
 def test_metrics_without_an_ip_peer_are_forbidden(make_stack):
@@ -107,7 +81,7 @@ def test_shipped_site_keeps_its_own_metrics_rule(api):
     """Defence in depth: the shipped site refuses every spelling to non-local clients
     itself (JSON 403), before usersd sees the request."""
     for target in SPELLINGS[:4]:
-        expect_forbidden(*http_from(OUTSIDER, api.nginx.port, "GET", target), what=target)
+        expect_forbidden(*raw_http(api.nginx.port, "GET", target, source=OUTSIDER), what=target)
 
 
 def test_head_of_start_task_starts_nothing(api, http):

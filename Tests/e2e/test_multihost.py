@@ -19,7 +19,6 @@ cluster site (nginx/usersd-cluster.conf) where the test needs it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -393,7 +392,6 @@ def test_a_database_restart_under_load_answers_503_then_recovers_within_2s_witho
     hosts = hosts_on(db)
     two = [hosts.add(f"host{i}") for i in range(2)]
     nginx = hosts.front(two)
-    started = time.monotonic()
     outcomes = []
     lock = threading.Lock()
     stop = threading.Event()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import struct
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,7 +22,7 @@ import requests
 import fcgi_fuzz as fz
 import harness
 import webservers
-from apiclient import TIMEOUT, create_user, describe, expect_error, expect_json, post_json
+from apiclient import TIMEOUT, create_user, describe, expect_error, expect_json, post_json, raw_http
 from conftest import unique_email
 
 SEEDED = 20000
@@ -47,37 +45,6 @@ def front(request):
         raise
     yield stack
     stack.close()
-
-
-def raw_http(port: int, method: str, target: str, source: str = "127.0.0.1", body: bytes = b"",
-             headers: dict | None = None) -> tuple[int, dict, bytes]:
-    """One HTTP/1.1 request with the target sent exactly as given (no client-side
-    normalisation or re-quoting); returns (status, lower-case headers, decoded body)."""
-    lines = [f"{method} {target} HTTP/1.1", "Host: localhost", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(TIMEOUT)
-        sock.bind((source, 0))
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, payload = data.partition(b"\r\n\r\n")
-    head_lines = head.decode("latin-1").split("\r\n")
-    found = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head_lines[1:])}
-    if found.get("transfer-encoding") == "chunked":
-        decoded, rest = b"", payload
-        while rest:
-            size, _, rest = rest.partition(b"\r\n")
-            n = int(size.split(b";")[0], 16)
-            if n == 0:
-                break
-            decoded, rest = decoded + rest[:n], rest[n + 2:]
-        payload = decoded
-    return int(head_lines[0].split()[1]), found, payload
 
 
 def json_error(status: int, headers: dict, body: bytes, expected: int, what: str) -> dict:

@@ -62,6 +62,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> bool:
+    """Waits until a web server started as `proc` accepts connections on loopback `port`:
+    True; False when it exited first (e.g. the port was taken in between: try another).
+    Raises StartError (after stopping it) when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                stop_process(proc, signal.SIGTERM)
+                raise StartError(f"{Path(proc.args[0]).name} did not listen on {port} within {timeout:.0f}s")
+            time.sleep(0.02)
+    return False
+
+
+def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float = 15.0) -> None:
+    """Sends `sig` and waits up to `timeout` s, then kills; nothing when it already ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def make_workdir(prefix: str = "usersd-e2e-") -> str:
     # Short paths under /tmp: unix socket paths are limited to 107 bytes.
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
@@ -468,29 +497,12 @@ http {{
                 close_fds=True,
             )
             stderr.close()
-            deadline = time.monotonic() + timeout
-            while True:
-                if self.proc.poll() is not None:
-                    break  # e.g. the port was taken in between: try another
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    return self
-                except OSError:
-                    if time.monotonic() >= deadline:
-                        self.stop()
-                        raise StartError(f"nginx did not listen on {self.port} within {timeout:.0f}s")
-                    time.sleep(0.02)
+            if wait_listening(self.proc, self.port, timeout):
+                return self
         raise StartError(f"nginx exited at start: {self.log_tail()}")
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT, timeout)
 
     close = stop
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import harness
@@ -103,32 +101,15 @@ class WebServer:
                     command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, close_fds=True, env=env,
                     cwd=str(self.run_dir)
                 )
-            deadline = time.monotonic() + timeout
-            while True:
-                if self.proc.poll() is not None:
-                    last = self.log_tail()
-                    break  # e.g. the port was taken in between: try another
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    return self
-                except OSError:
-                    if time.monotonic() >= deadline:
-                        self.stop()
-                        raise harness.StartError(f"{self.kind} did not listen on {self.port} within {timeout:.0f}s")
-                    time.sleep(0.02)
+            if harness.wait_listening(self.proc, self.port, timeout):
+                return self
+            last = self.log_tail()
         raise harness.StartError(f"{self.kind} exited at start: {last}")
 
     stop_signal = signal.SIGTERM
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(self.stop_signal)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        harness.stop_process(self.proc, self.stop_signal, timeout)
 
     close = stop
 
