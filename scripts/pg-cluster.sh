@@ -26,6 +26,19 @@ as_owner() {
 
 port_of() { cat "$dir/port" 2>/dev/null || echo 5432; }
 
+# Closes the descriptors the caller left open past stderr (a test process that starts
+# the cluster through system(3) passes on every socket it holds without FD_CLOEXEC).
+# Run in the subshell that starts the server or the watcher: a server that inherited
+# one end of a connection holds it open for its whole life, so the other end never
+# sees the hang-up. 255 is the descriptor bash reads this script through.
+close_inherited() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd="${fd##*/}"
+    if ((fd > 2 && fd != 255)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 case "$command" in
 start)
   port="${3:-5432}"
@@ -39,10 +52,14 @@ start)
     fi
   fi
   echo "$port" >"$dir/port"
-  as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-    -o "-k $dir -p $port -c listen_addresses='$listen' -c max_connections=300 ${PG_OPTIONS:-}" start >/dev/null
+  (
+    close_inherited
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+      -o "-k $dir -p $port -c listen_addresses='$listen' -c max_connections=300 ${PG_OPTIONS:-}" start >/dev/null
+  )
   if [[ -n "${PG_OWNER_PID:-}" ]]; then
     (
+      close_inherited
       trap '' HUP INT
       while kill -0 "$PG_OWNER_PID" 2>/dev/null && [[ -f "$dir/data/postmaster.pid" ]]; do sleep 1; done
       as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
@@ -54,7 +71,10 @@ stop)
   [[ -f "$dir/data/postmaster.pid" ]] && as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
   ;;
 restart)
-  as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -m fast -w restart >/dev/null
+  (
+    close_inherited
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -m fast -w restart >/dev/null
+  )
   ;;
 uri)
   echo "postgresql:///${3:-postgres}?host=$dir&port=$(port_of)&user=postgres"

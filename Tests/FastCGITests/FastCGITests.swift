@@ -226,10 +226,12 @@ import Testing
         #expect(ParamsGuard.inspect(bytes[...]) == .tooLarge(7))
     }
 
-    /// A connected pair of unix stream sockets, as nginx and usersd hold one.
+    /// A connected pair of unix stream sockets, as nginx and usersd hold one. Close on
+    /// exec: a process started meanwhile (the PostgreSQL tests' cluster) must not hold
+    /// an end open, or closing it here would never reach the other end.
     func socketPair() -> (nginx: Int32, usersd: Int32) {
         var fds: [Int32] = [-1, -1]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
         return (fds[0], fds[1])
     }
 
@@ -280,9 +282,10 @@ import Testing
         #expect(await waiting.value == .closed)
     }
 
-    /// A connected pair of loopback TCP sockets (usersd also listens on TCP).
+    /// A connected pair of loopback TCP sockets (usersd also listens on TCP), close on
+    /// exec as `socketPair`'s.
     func tcpPair() -> (nginx: Int32, usersd: Int32) {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(listener) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -295,13 +298,15 @@ import Testing
                 #expect(getsockname(listener, pointer, &length) == 0)
             }
         }
-        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var on: Int32 = 1
         setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
         withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { #expect(connect(client, $0, length) == 0) }
         }
-        return (client, accept(listener, nil, nil))
+        let accepted = accept(listener, nil, nil)
+        _ = fcntl(accepted, F_SETFD, FD_CLOEXEC)
+        return (client, accepted)
     }
 
     /// Apache httpd and Caddy write each record of a request with its own system call,

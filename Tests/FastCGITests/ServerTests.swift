@@ -62,7 +62,7 @@ import Testing
     func exchange(
         _ path: String, params: [(String, String)], stdin: [UInt8] = []
     ) throws -> [(type: UInt8, content: [UInt8])] {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
