@@ -43,7 +43,7 @@ let package = Package(
         // The process: services started in order and stopped in reverse, signals, sd_notify, threads.
         library("Lifecycle", ["Logging"]),
         // HTTP values and the router (no I/O), and the FastCGI server that feeds it.
-        library("HTTP", ["JSON"]),
+        library("HTTP", ["JSON", "Basics"]),
         library("FastCGI", ["CFastCGI", "HTTP", "Lifecycle", "Logging", "Metrics", "Basics"]),
         // SQLite: connections, threads, group commit, checkpoints.
         library("SQLite", ["CSQLite", "Lifecycle", "Logging", "Metrics", "Basics"]),

@@ -23,7 +23,7 @@ public enum SHA256 {
             guard utf8.count == 64 else { return nil }
             var parsed: [UInt64] = [0, 0, 0, 0]
             for (index, byte) in utf8.enumerated() {
-                guard let value = Self.hexValue(byte) else { return nil }
+                guard let value = HexDigit.value(byte) else { return nil }
                 parsed[index / 16] = parsed[index / 16] << 4 | UInt64(value)
             }
             words = (parsed[0], parsed[1], parsed[2], parsed[3])
@@ -59,15 +59,6 @@ public enum SHA256 {
             hasher.combine(words.1)
             hasher.combine(words.2)
             hasher.combine(words.3)
-        }
-
-        private static func hexValue(_ byte: UInt8) -> UInt8? {
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-            default: nil
-            }
         }
     }
 

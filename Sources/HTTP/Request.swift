@@ -1,3 +1,5 @@
+import Basics
+
 /// One HTTP request as nginx handed it over FastCGI, copied into safe Swift values.
 ///
 /// The FastCGI layer builds it on its worker thread; handlers only ever see this
@@ -108,7 +110,8 @@ public enum PercentDecoding {
         while index < utf8.count {
             let byte = utf8[index]
             if byte == UInt8(ascii: "%") {
-                guard index + 2 < utf8.count, let high = hexValue(utf8[index + 1]), let low = hexValue(utf8[index + 2])
+                guard index + 2 < utf8.count, let high = HexDigit.value(utf8[index + 1]),
+                    let low = HexDigit.value(utf8[index + 2])
                 else { return nil }
                 bytes.append(high << 4 | low)
                 index += 3
@@ -121,14 +124,5 @@ public enum PercentDecoding {
             }
         }
         return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
