@@ -21,9 +21,10 @@ import Testing
             try? PostgresCluster.run(["stop", directory])
             try? FileManager.default.removeItem(atPath: directory)
         }
+        // The server runs (so the scan below looks at it).
         let postmaster = try String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8)
-            .split(separator: "\n").first.map(String.init)
-        #expect(postmaster.flatMap { Int32($0) } != nil)
+            .split(separator: "\n").first.flatMap { Int32($0) }
+        #expect(postmaster.map { kill($0, 0) == 0 } == true)
 
         let holders = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init)
             .filter { $0 != getpid() }
