@@ -32,13 +32,9 @@ public enum SHA256 {
         /// 64 lower-case hex digits, as `sha256sum` prints them.
         public var hex: String {
             String(unsafeUninitializedCapacity: 64) { buffer in
-                let digits: StaticString = "0123456789abcdef"
-                digits.withUTF8Buffer { table in
-                    for (wordIndex, word) in [words.0, words.1, words.2, words.3].enumerated() {
-                        for nibble in 0..<16 {
-                            buffer[wordIndex * 16 + nibble] = table[Int((word >> UInt64(60 - 4 * nibble)) & 0xF)]
-                        }
-                    }
+                for (index, word) in [words.0, words.1, words.2, words.3].enumerated() {
+                    HexDigit.write(
+                        word, into: UnsafeMutableBufferPointer(rebasing: buffer[(index * 16)..<(index * 16 + 16)]))
                 }
                 return 64
             }

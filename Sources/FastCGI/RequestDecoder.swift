@@ -1,3 +1,4 @@
+import Basics
 internal import CFastCGI
 import Foundation
 import Glibc
@@ -320,19 +321,9 @@ enum RequestIDGenerator {
     static func next() -> String {
         let count = counter.add(1, ordering: .relaxed).newValue
         return String(unsafeUninitializedCapacity: 32) { buffer in
-            write(prefix, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<16]))
-            write(count, into: UnsafeMutableBufferPointer(rebasing: buffer[16..<32]))
+            HexDigit.write(prefix, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<16]))
+            HexDigit.write(count, into: UnsafeMutableBufferPointer(rebasing: buffer[16..<32]))
             return 32
-        }
-    }
-
-    /// 16 lower-case hex digits, zero-padded.
-    private static func write(_ value: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>) {
-        let digits: StaticString = "0123456789abcdef"
-        digits.withUTF8Buffer { hex in
-            for index in 0..<16 {
-                buffer[index] = hex[Int((value >> (60 - 4 * UInt64(index))) & 0xF)]
-            }
         }
     }
 }
