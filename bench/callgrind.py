@@ -10,6 +10,9 @@ binary gives the same figure to within a percent or so. Kernel time is not count
     python3 bench/callgrind.py .build/release/usersd get 2000    # GET /user/<id>
     python3 bench/callgrind.py .build/release/usersd post 1000   # POST /add-user
     python3 bench/callgrind.py /path/to/hello get 2000           # the C floor (bench/c-floor)
+
+A binary whose file name starts with "usersd" (usersd, usersd-before, ...) is run as
+`usersd serve`; any other is run as the C floor (`BINARY SOCKET THREADS`).
     CONNECTIONS=32 python3 bench/callgrind.py .build/release/usersd post 2000
 
 Needs valgrind (Debian package). usersd gets a fresh database with 50 users first.
@@ -69,7 +72,7 @@ def main() -> None:
     if len(sys.argv) != 4 or sys.argv[2] not in ("get", "post"):
         sys.exit(__doc__)
     binary, route, count = os.path.abspath(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    is_usersd = os.path.basename(binary) == "usersd"
+    is_usersd = os.path.basename(binary).startswith("usersd")
     work = tempfile.mkdtemp(prefix="usersd-callgrind-")
     sock_path, output = f"{work}/app.sock", f"{work}/callgrind.out"
 
@@ -102,7 +105,7 @@ def main() -> None:
                 return sock
             except OSError:
                 time.sleep(0.1)
-        raise SystemExit("cannot connect")
+        raise SystemExit(f"cannot connect to {sock_path} (started as {'usersd serve' if is_usersd else 'the C floor'})")
 
     def one(sock: socket.socket, i: int) -> None:
         if route == "get":
